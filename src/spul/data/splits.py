@@ -1,0 +1,120 @@
+"""The four splits of an unlearning data set, validated once, fingerprinted for artifacts."""
+
+from __future__ import annotations
+
+import enum
+import logging
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import pandas as pd
+
+from spul.errors import DataError
+from spul.io import sha256_text
+
+log = logging.getLogger(__name__)
+
+
+class Split(str, enum.Enum):
+    TRAIN_FORGET = "train_forget"
+    TRAIN_RETAIN = "train_retain"
+    TEST_FORGET = "test_forget"
+    TEST_RETAIN = "test_retain"
+
+    @property
+    def is_forget(self) -> bool:
+        return self.value.endswith("forget")
+
+    @property
+    def is_train(self) -> bool:
+        return self.value.startswith("train")
+
+    @property
+    def symbol(self) -> str:
+        """The paper's notation, e.g. ``D_f^tr``."""
+        return f"D_{'f' if self.is_forget else 'r'}^{'tr' if self.is_train else 'te'}"
+
+
+SPLITS: tuple[Split, ...] = (Split.TRAIN_RETAIN, Split.TRAIN_FORGET, Split.TEST_RETAIN, Split.TEST_FORGET)
+
+
+@dataclass
+class UnlearningData:
+    """Four DataFrames with columns ``text`` (str) and ``label`` (int id into the task's label words)."""
+
+    splits: dict[Split, pd.DataFrame]
+    source: str = ""
+    label_words: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.splits = {Split(k): v for k, v in self.splits.items()}
+        self.validate()
+
+    def __getitem__(self, split: Split | str) -> pd.DataFrame:
+        return self.splits[Split(split)]
+
+    def __iter__(self) -> Iterator[tuple[Split, pd.DataFrame]]:
+        for split in SPLITS:
+            yield split, self.splits[split]
+
+    def sizes(self) -> dict[str, int]:
+        return {s.value: len(df) for s, df in self}
+
+    def validate(self) -> None:
+        missing = [s.value for s in SPLITS if s not in self.splits]
+        if missing:
+            raise DataError(f"data from {self.source!r} lacks split(s) {missing}", "provide all four splits: train_forget, train_retain, test_forget, test_retain")
+        for split, df in self:
+            for col in ("text", "label"):
+                if col not in df.columns:
+                    raise DataError(f"split {split.value} has no '{col}' column", "normalise the data with spul.data.sources")
+            if len(df) == 0:
+                raise DataError(f"split {split.value} of {self.source!r} is empty", "give it at least one row (check filters and limits)")
+        for train_or_test in ("train", "test"):
+            forget = set(self[f"{train_or_test}_forget"]["text"])
+            retain = set(self[f"{train_or_test}_retain"]["text"])
+            both = forget & retain
+            if both:
+                example = next(iter(both))[:60]
+                raise DataError(
+                    f"{len(both)} text(s) are in both {train_or_test}_forget and {train_or_test}_retain (e.g. {example!r})",
+                    "remove the duplicates from one of the two splits",
+                )
+        cross = (set(self[Split.TRAIN_FORGET]["text"]) & set(self[Split.TEST_RETAIN]["text"])) | (
+            set(self[Split.TEST_FORGET]["text"]) & set(self[Split.TRAIN_RETAIN]["text"])
+        )
+        if cross:
+            raise DataError(
+                f"{len(cross)} text(s) are forget rows in one phase and retain rows in the other (e.g. {next(iter(cross))[:60]!r})",
+                "a text must be forget or retain everywhere; remove it from one side",
+            )
+
+    def fingerprints(self) -> dict[str, str]:
+        """A content hash per split: same rows in the same order give the same hash."""
+        return {
+            split.value: sha256_text(*(f"{t}\t{l}" for t, l in zip(df["text"], df["label"])))[:16]
+            for split, df in self
+        }
+
+    def subsample(self, limits: dict[str, int] | int | None, seed: int = 0) -> "UnlearningData":
+        """At most ``limits[split]`` rows per split, drawn reproducibly (stratified by label)."""
+        if not limits:
+            return self
+        if isinstance(limits, int):
+            limits = {s.value: limits for s in SPLITS}
+        out = {}
+        for split, df in self:
+            n = limits.get(split.value)
+            if n is None or len(df) <= n:
+                out[split] = df
+                continue
+            frac = n / len(df)
+            parts = [g.sample(n=max(1, round(len(g) * frac)), random_state=seed) for _, g in df.groupby("label")]
+            sampled = pd.concat(parts)
+            if len(sampled) > n:
+                sampled = sampled.sample(n=n, random_state=seed)
+            out[split] = sampled.sort_index().reset_index(drop=True)
+        return UnlearningData(out, source=f"{self.source} (subsample)", label_words=self.label_words)
+
+    def label_counts(self) -> dict[str, dict[int, int]]:
+        return {s.value: {int(k): int(v) for k, v in df["label"].value_counts().sort_index().items()} for s, df in self}
