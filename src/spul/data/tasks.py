@@ -135,3 +135,22 @@ def format_multiple_choice(question: str, choices: list[str], letters: list[str]
         raise ValueError(f"{len(choices)} choices for {len(letters)} answer letters")
     lines = [str(question).strip()] + [f"{letter}. {str(choice).strip()}" for letter, choice in zip(letters, choices)]
     return "\n".join(lines)
+
+
+MCQA_LETTERS = ["A", "B", "C", "D"]
+MCQA_GENERIC_LABELS = ["E", "unknown", "None"]
+
+
+def multiple_choice_task_config(
+    letters: list[str] | None = None, generic_labels: list[str] | None = None, template: str = MCQA_TEMPLATE
+) -> TaskConfig:
+    """The paper's WMDP+SciQ task: answer with a letter A-D; forgetting answers a non-letter generic label.
+
+    Labels in the data may be letters ("C") or choice indices (2).
+    """
+    return TaskConfig(
+        kind=TaskKind.MULTIPLE_CHOICE,
+        template=template,
+        label_words=list(letters or MCQA_LETTERS),
+        generic_labels=list(generic_labels or MCQA_GENERIC_LABELS),
+    )
