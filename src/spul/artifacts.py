@@ -1,0 +1,70 @@
+"""Unlearning artifacts: a PEFT adapter folder plus ``spul.json`` metadata tying it to its base model.
+
+The folder loads with ``PeftModel.from_pretrained(base, folder)`` like any adapter; spul's own loader also
+checks the base model's weight fingerprint, because a soft prompt trained against one model means nothing
+(or something harmful) on another.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from spul import __version__
+from spul.errors import ArtifactError
+from spul.io import atomic_dir, read_json, write_json
+
+METADATA = "spul.json"
+
+
+def save_artifact(peft_model, folder: str | Path, metadata: dict[str, Any]) -> Path:
+    """Write adapter weights (safetensors) and metadata into ``folder``, replacing it atomically."""
+    folder = Path(folder)
+    meta = {"format": "spul-artifact/1", "spul_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **metadata}
+    with atomic_dir(folder) as tmp:
+        if peft_model is not None:
+            peft_model.save_pretrained(tmp, safe_serialization=True)
+        write_json(tmp / METADATA, meta)
+    return folder
+
+
+def read_metadata(folder: str | Path) -> dict[str, Any]:
+    folder = Path(folder)
+    path = folder / METADATA
+    if not folder.is_dir():
+        raise ArtifactError(f"artifact folder {str(folder)!r} does not exist", "check the path (spul unlearn writes OUTPUT_DIR/artifact)")
+    if not path.is_file():
+        raise ArtifactError(f"{str(folder)!r} has no {METADATA}; it is not a spul artifact", "point at the folder written by spul unlearn")
+    try:
+        meta = read_json(path)
+    except ValueError:
+        raise ArtifactError(f"{str(path)!r} is not valid JSON (damaged artifact)", "re-run spul unlearn, or restore the artifact from a backup") from None
+    if not isinstance(meta, dict) or "base_fingerprint" not in meta:
+        raise ArtifactError(f"{str(path)!r} lacks the base model fingerprint", "re-create the artifact with spul unlearn")
+    return meta
+
+
+def check_base(meta: dict[str, Any], fingerprint: str, model_name: str) -> None:
+    if meta["base_fingerprint"] != fingerprint:
+        raise ArtifactError(
+            f"artifact was trained on base model {meta.get('base_model', '?')!r} (fingerprint {meta['base_fingerprint'][:12]}), "
+            f"but the loaded model {model_name!r} has fingerprint {fingerprint[:12]}",
+            f"load the artifact onto the model it was made for ({meta.get('base_model', '?')})",
+        )
+
+
+def load_soft_prompt(model, folder: str | Path, fingerprint: str | None = None, model_name: str = ""):
+    """Attach a soft-prompt artifact to ``model`` after checking it belongs to this model."""
+    from peft import PeftModel
+
+    from spul.models.loading import weights_fingerprint
+
+    meta = read_metadata(folder)
+    check_base(meta, fingerprint or weights_fingerprint(model), model_name or meta.get("base_model", ""))
+    try:
+        peft_model = PeftModel.from_pretrained(model, str(folder), is_trainable=False)
+    except (ValueError, OSError, RuntimeError, KeyError) as err:
+        raise ArtifactError(f"artifact {str(folder)!r} could not be loaded ({str(err).splitlines()[0][:150]})", "re-create it with spul unlearn") from None
+    peft_model.eval()
+    return peft_model, meta

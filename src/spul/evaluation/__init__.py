@@ -1,0 +1,1 @@
+"""Evaluation: score answers by likelihood, compute the paper's metrics, write reports."""

@@ -1,0 +1,104 @@
+"""Evaluate a model (optionally with a soft prompt or guard) on the four splits, with per-example caching."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from spul.data.encoding import TaskEncoder
+from spul.data.splits import SPLITS, Split, UnlearningData
+from spul.errors import ConfigError
+from spul.evaluation.metrics import SplitMetrics, split_metrics
+from spul.evaluation.scoring import PromptProvider, Scores, score_texts
+from spul.io import sha256_text, write_json
+
+
+@dataclass
+class EvalConfig:
+    batch_size: int = 32
+    splits: list[str] = field(default_factory=lambda: [s.value for s in SPLITS])
+    # also evaluate the pretrained model before familiarisation (the paper's "Vanilla" row)
+    include_vanilla: bool = False
+    cache: bool = True
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError(f"evaluation.batch_size={self.batch_size} is invalid", "use 1 or more")
+        valid = {s.value for s in SPLITS}
+        bad = [s for s in self.splits if s not in valid]
+        if bad or not self.splits:
+            raise ConfigError(f"evaluation.splits has unknown or no split {bad[:1]}", f"use some of {sorted(valid)}")
+
+
+@dataclass
+class ModelResult:
+    """One row of the paper's table: a model (or model + artifact) measured on each split."""
+
+    name: str
+    metrics: dict[str, SplitMetrics]
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "metrics": {k: v.as_dict() for k, v in self.metrics.items()}, "info": self.info}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelResult":
+        return cls(d["name"], {k: SplitMetrics(**v) for k, v in d["metrics"].items()}, d.get("info", {}))
+
+
+def evaluate_model(model, encoder: TaskEncoder, data: UnlearningData, cfg: EvalConfig, *, name: str,
+                   identity: str, prompt_provider: PromptProvider | None = None,
+                   cache_dir: str | Path | None = None, predictions_dir: str | Path | None = None) -> ModelResult:
+    """Score each split; cache per-example log-likelihoods under ``identity`` (model + artifact fingerprint)."""
+    metrics: dict[str, SplitMetrics] = {}
+    for split_name in cfg.splits:
+        split = Split(split_name)
+        df = data[split]
+        scores = _cached_scores(model, encoder, df["text"].tolist(), cfg, prompt_provider, identity, split, data, cache_dir)
+        labels = df["label"].to_numpy()
+        metrics[split.value] = split_metrics(labels, scores.predictions, encoder.task.num_labels)
+        if predictions_dir is not None:
+            _write_predictions(Path(predictions_dir) / f"{_slug(name)}_{split.value}.jsonl", df, scores, encoder)
+    return ModelResult(name=name, metrics=metrics)
+
+
+def _cached_scores(model, encoder, texts, cfg, provider, identity, split, data, cache_dir) -> Scores:
+    key = sha256_text(identity, data.fingerprints()[split.value], encoder.task.config.template,
+                      json.dumps(encoder.candidate_ids), str(encoder.max_length))[:24]
+    path = Path(cache_dir) / f"{key}.json" if (cache_dir and cfg.cache) else None
+    if path is not None and path.is_file():
+        try:
+            cached = json.loads(path.read_text())
+            loglik = np.asarray(cached["loglik"], dtype=np.float64)
+            if loglik.shape == (len(texts), len(encoder.candidate_ids)):
+                return Scores(loglik, encoder.task.num_labels)
+        except (ValueError, KeyError):
+            pass  # a damaged cache entry is recomputed
+    scores = score_texts(model, encoder, texts, batch_size=cfg.batch_size, prompt_provider=provider,
+                         progress=cfg.progress, desc=f"eval {split.value}")
+    if path is not None:
+        write_json(path, {"identity": identity, "split": split.value, "loglik": scores.loglik.tolist()})
+    return scores
+
+
+def _write_predictions(path: Path, df, scores: Scores, encoder: TaskEncoder) -> None:
+    from spul.io import write_text
+
+    cands = encoder.task.candidates
+    lines = []
+    for i, (text, label) in enumerate(zip(df["text"], df["label"])):
+        pred = int(scores.predictions[i])
+        lines.append(json.dumps({"i": i, "label": cands[int(label)], "prediction": cands[pred], "correct": pred == int(label),
+                                 "loglik": {c: round(float(v), 4) for c, v in zip(cands, scores.loglik[i])}, "text": text}))
+    write_text(path, "\n".join(lines) + "\n")
+
+
+def _slug(name: str) -> str:
+    import re
+
+    return re.sub(r"[^0-9a-zA-Z-]+", "_", name).strip("_").lower() or "model"

@@ -1,0 +1,1 @@
+"""User interfaces: the ``spul`` command line (and, later, serving)."""

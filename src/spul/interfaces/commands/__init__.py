@@ -1,0 +1,1 @@
+"""One module per extra subcommand; each defines ``register(subparsers)`` (see ``spul.interfaces.cli``)."""

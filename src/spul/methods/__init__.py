@@ -1,0 +1,1 @@
+"""Unlearning and fine-tuning methods. Each is a small ``Trainer`` subclass over shared, pure losses."""

