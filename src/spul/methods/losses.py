@@ -81,3 +81,41 @@ def spul_loss(row_nll: torch.Tensor, is_forget: torch.Tensor, row_kl: torch.Tens
     retain = masked_mean(row_nll, ~is_forget)
     kl = masked_mean(row_kl, ~is_forget) if row_kl is not None else row_nll.new_zeros(())
     return LossParts(total=forget + alpha * retain + beta * kl, forget=forget, retain=retain, kl=kl)
+
+
+def ascent_term(row_nll: torch.Tensor, is_forget: torch.Tensor, nll_cap: float | None = None) -> torch.Tensor:
+    """Gradient-ascent objective on forget rows: −mean NLL of the true label (minimising it raises the NLL).
+
+    GA is unbounded (the NLL can grow without limit and wreck the model), so each row's NLL is clamped at
+    ``nll_cap``: a row whose NLL already exceeds the cap contributes a constant and no gradient.
+    """
+    nll = row_nll if nll_cap is None else row_nll.clamp(max=nll_cap)
+    return -masked_mean(nll, is_forget)
+
+
+def baseline_loss(method: str, row_nll: torch.Tensor, is_forget: torch.Tensor, row_kl: torch.Tensor | None = None,
+                  retain_weight: float = 1.0, kl_weight: float = 1.0, nll_cap: float | None = None) -> LossParts:
+    """The paper's baselines over per-row NLLs (``row_nll`` is toward the true label for GA-style rows and
+    toward a generic label for RL forget rows):
+
+    * ``ga``:    −L_f
+    * ``rl``:    +L_f (generic targets)
+    * ``ga_kl``: −L_f + kl_weight · KL(p_base ‖ q) on retain rows
+    * ``ga_gd``: −L_f + retain_weight · CE on retain rows
+    """
+    zero = row_nll.new_zeros(())
+    retain = masked_mean(row_nll, ~is_forget)
+    kl = masked_mean(row_kl, ~is_forget) if row_kl is not None else zero
+    if method == "rl":
+        forget = masked_mean(row_nll, is_forget)
+        return LossParts(total=forget, forget=forget, retain=zero, kl=zero)
+    forget = ascent_term(row_nll, is_forget, nll_cap)
+    if method == "ga":
+        total = forget
+    elif method == "ga_kl":
+        total = forget + kl_weight * kl
+    elif method == "ga_gd":
+        total = forget + retain_weight * retain
+    else:
+        raise ValueError(f"unknown baseline {method!r}")
+    return LossParts(total=total, forget=forget, retain=retain, kl=kl)
