@@ -98,8 +98,13 @@ def _derived_model_config(cfg: RunConfig, name_or_path: str) -> ModelConfig:
     return ModelConfig(**fields)
 
 
-def unlearn(cfg: RunConfig, data: UnlearningData | None = None, base: str | None = None, resume: bool = True) -> Path:
-    """Train the soft prompt against the frozen base model and save the artifact."""
+def unlearn(cfg: RunConfig, data: UnlearningData | None = None, base: str | None = None, resume: bool = True,
+            callbacks: list | None = None) -> Path:
+    """Train the soft prompt against the frozen base model and save the artifact.
+
+    With ``resume`` (the default) training continues from the newest checkpoint in ``output_dir/unlearn``.
+    ``callbacks`` are extra ``transformers.TrainerCallback``s (progress hooks, early stopping, tests).
+    """
     from transformers.trainer_utils import get_last_checkpoint
 
     from spul.artifacts import save_artifact
@@ -121,7 +126,8 @@ def unlearn(cfg: RunConfig, data: UnlearningData | None = None, base: str | None
     device = resolve_device(cfg.model.device)
     workdir = cfg.out / "unlearn"
     args = SpulArguments(**ucfg.trainer_kwargs(str(workdir / "checkpoints"), device.type), alpha=ucfg.alpha, beta=ucfg.beta)
-    trainer = SpulTrainer(model=peft_model, args=args, train_dataset=AnswerDataset(examples), data_collator=AnswerCollator(tokenizer.pad_token_id))
+    trainer = SpulTrainer(model=peft_model, args=args, train_dataset=AnswerDataset(examples), data_collator=AnswerCollator(tokenizer.pad_token_id),
+                          callbacks=callbacks)
     last = get_last_checkpoint(str(workdir / "checkpoints")) if resume and (workdir / "checkpoints").is_dir() else None
     started = time.time()
     result = trainer.train(resume_from_checkpoint=last)
