@@ -23,6 +23,7 @@ from spul.methods.losses import IGNORE, answer_positions, per_row_mean, token_nl
 from spul.models.forward import hidden_states, lm_logits, pad_left, unwrap
 
 
+from spul.models.checkpointing import rearm_checkpointing
 class AnswerDataset(Dataset):
     """Rows with a prompt and the answer the model should learn (or unlearn)."""
 
@@ -103,6 +104,7 @@ class AnswerTrainer(Trainer):
         hidden = hidden_states(model, inputs["input_ids"], inputs["attention_mask"], prompt)
         h, targets, rows = answer_positions(hidden, inputs["labels"])
         logits = lm_logits(model, h)
+            rearm_checkpointing(unwrap(model))  # eval mode would silently switch gradient checkpointing off
         nll = per_row_mean(token_nll(logits, targets), rows, inputs["labels"].shape[0])
         return (nll, logits, rows) if with_hidden else nll
 
