@@ -1,0 +1,245 @@
+"""The HTTP API: FastAPI routes over one frozen model, its artifacts, the key table and the batcher.
+
+    POST /v1/classify         texts → label + log-likelihood of every candidate (as spul.evaluation.scoring)
+    POST /v1/multiple-choice  question + choices → answer letter
+    POST /v1/generate         greedy continuation with the caller's policy applied
+    GET/POST /v1/artifacts, DELETE /v1/artifacts/{name}   admin: list, load, unload artifacts
+    GET /health, GET /openapi.json
+
+The caller's API key (``Authorization: Bearer KEY`` or ``X-API-Key: KEY``) selects the policy; nothing in a
+request body can choose or drop it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from spul.data.tasks import TaskConfig, TaskKind, format_multiple_choice
+from spul.errors import ConfigError, SpulError
+from spul.serving import inference
+from spul.serving.batching import BatchConfig, Batcher, Busy, Job, JobKind
+from spul.serving.policies import Encoders, KeyTable, Policy
+from spul.serving.registry import Registry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServeConfig:
+    """Limits and batching of one server."""
+
+    max_texts: int = 64  # texts per /v1/classify request
+    max_chars: int = 4000  # characters per text, question or prompt
+    max_new_tokens: int = 64  # cap on /v1/generate
+    max_body_bytes: int = 1_000_000
+    batch: BatchConfig = field(default_factory=BatchConfig)
+    default_task: TaskConfig = field(default_factory=TaskConfig)
+
+    def __post_init__(self) -> None:
+        if min(self.max_texts, self.max_chars, self.max_new_tokens, self.max_body_bytes) < 1:
+            raise ConfigError("serve limits must be positive", "set max_texts, max_chars, max_new_tokens, max_body_bytes >= 1")
+
+
+class ClassifyRequest(BaseModel):
+    texts: list[str] = Field(min_length=1, description="inputs rendered with the policy's task template")
+
+
+class MultipleChoiceRequest(BaseModel):
+    question: str = Field(min_length=1)
+    choices: list[str] = Field(min_length=2, description="one per answer letter (A, B, C, D by default)")
+
+
+class GenerateRequest(BaseModel):
+    prompt: str = Field(min_length=1)
+    max_new_tokens: int = Field(default=32, ge=1)
+
+
+class ArtifactRequest(BaseModel):
+    name: str
+    path: str
+
+
+class Service:
+    """Everything behind the routes; the model work happens in ``run`` on the batcher's model thread."""
+
+    def __init__(self, registry: Registry, keys: KeyTable, config: ServeConfig | None = None):
+        self.registry = registry
+        self.keys = keys
+        self.config = config or ServeConfig()
+        self.encoders = Encoders(registry.tokenizer, registry.max_length, self.config.default_task)
+        self.batcher = Batcher(self.run, self.config.batch)
+        self.started = time.time()
+
+    # -- model work (model thread) -------------------------------------------------------------------------
+    def run(self, kind: JobKind, policy: Policy, jobs: list[Job]) -> list[Any]:
+        model, tok = self.registry.model, self.registry.tokenizer
+        if kind is JobKind.GENERATE:
+            prompts = [item[0] for job in jobs for item in job.items]
+            limits = [item[1] for job in jobs for item in job.items]
+            with policy.prefill_guard(model, [tok.decode(p) for p in prompts]):
+                outs = inference.generate(model, tok, prompts, limits, policy.vectors, policy.prefix)
+            return _split(outs, jobs)
+        task_kind = TaskKind.CLASSIFICATION if kind is JobKind.CLASSIFY else TaskKind.MULTIPLE_CHOICE
+        encoder = self.encoders.for_policy(policy, task_kind)
+        texts = [item for job in jobs for item in job.items]
+        with policy.prefill_guard(model, texts):
+            loglik = inference.score(model, encoder, encoder.encode_prompts(texts), policy.vectors, policy.prefix,
+                                     batch_size=self.config.batch.max_batch)
+        return _split(list(loglik), jobs)
+
+    # -- request side (event loop) -------------------------------------------------------------------------
+    def policy_for(self, key: str | None) -> Policy:
+        from fastapi import HTTPException
+
+        name = self.keys.policy_of(key)
+        if name is None:
+            raise HTTPException(401, "missing or unknown API key (send 'Authorization: Bearer KEY')", headers={"WWW-Authenticate": "Bearer"})
+        policy = self.registry.get(name)
+        if policy is None:  # fail closed: never fall back to the base model
+            raise HTTPException(503, f"policy {name!r} bound to this key is not loaded; ask the operator to load it")
+        return policy
+
+    def check_admin(self, key: str | None) -> None:
+        from fastapi import HTTPException
+
+        if not key or (self.keys.policy_of(key) is None and not self.keys.is_admin(key)):
+            raise HTTPException(401, "missing or unknown API key", headers={"WWW-Authenticate": "Bearer"})
+        if not self.keys.is_admin(key):
+            raise HTTPException(403, "this key may not manage artifacts (admin key required)")
+
+    def check_texts(self, texts: list[str]) -> None:
+        from fastapi import HTTPException
+
+        if len(texts) > self.config.max_texts:
+            raise HTTPException(413, f"{len(texts)} texts in one request; the limit is {self.config.max_texts}")
+        longest = max(len(t) for t in texts)
+        if longest > self.config.max_chars:
+            raise HTTPException(413, f"a text has {longest} characters; the limit is {self.config.max_chars}")
+
+    async def submit(self, job: Job) -> Any:
+        from fastapi import HTTPException
+
+        try:
+            return await self.batcher.submit(job)
+        except Busy as err:
+            raise HTTPException(503, str(err), headers={"Retry-After": "1"}) from None
+
+
+def _split(flat: list[Any], jobs: list[Job]) -> list[list[Any]]:
+    out, start = [], 0
+    for job in jobs:
+        out.append(flat[start:start + len(job.items)])
+        start += len(job.items)
+    return out
+
+
+def _answer(encoder, loglik: np.ndarray) -> dict[str, Any]:
+    candidates = encoder.task.candidates
+    best = int(np.argmax(loglik))
+    return {"label": candidates[best], "label_id": best if best < encoder.task.num_labels else None,
+            "generic": best >= encoder.task.num_labels, "loglik": {c: float(v) for c, v in zip(candidates, loglik)}}
+
+
+def _api_key(authorization: str | None, x_api_key: str | None) -> str | None:
+    if x_api_key:
+        return x_api_key.strip()
+    if authorization and authorization.lower().startswith("bearer "):
+        return authorization[7:].strip()
+    return None
+
+
+def create_app(service: Service):
+    """The FastAPI application; the batcher starts and stops with it."""
+    from fastapi import FastAPI, Header, HTTPException, Request
+    from fastapi.responses import JSONResponse
+
+    @asynccontextmanager
+    async def lifespan(app):
+        await service.batcher.start()
+        yield
+        await service.batcher.stop()
+
+    app = FastAPI(title="spul unlearning server", version=__import__("spul").__version__, lifespan=lifespan,
+                  description="One frozen base model, many unlearning artifacts; the API key decides which applies.")
+    app.state.service = service
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next):
+        size = request.headers.get("content-length")
+        if size and size.isdigit() and int(size) > service.config.max_body_bytes:
+            return JSONResponse({"detail": f"request body of {size} bytes exceeds {service.config.max_body_bytes}"}, status_code=413)
+        return await call_next(request)
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "model": service.registry.model_name, "fingerprint": service.registry.fingerprint[:12],
+                "policies": service.registry.names(), "queued": service.batcher.queue.qsize() if service.batcher.queue else 0,
+                "batches_run": service.batcher.batches_run, "rows_run": service.batcher.rows_run}
+
+    @app.post("/v1/classify")
+    async def classify(body: ClassifyRequest, authorization: str | None = Header(None), x_api_key: str | None = Header(None)) -> dict[str, Any]:
+        policy = service.policy_for(_api_key(authorization, x_api_key))
+        service.check_texts(body.texts)
+        rows = await service.submit(Job(JobKind.CLASSIFY, policy, list(body.texts)))
+        encoder = service.encoders.for_policy(policy, TaskKind.CLASSIFICATION)
+        return {"policy": policy.name, "results": [_answer(encoder, r) for r in rows]}
+
+    @app.post("/v1/multiple-choice")
+    async def multiple_choice(body: MultipleChoiceRequest, authorization: str | None = Header(None), x_api_key: str | None = Header(None)) -> dict[str, Any]:
+        policy = service.policy_for(_api_key(authorization, x_api_key))
+        encoder = service.encoders.for_policy(policy, TaskKind.MULTIPLE_CHOICE)
+        letters = encoder.task.label_words
+        if len(body.choices) != len(letters):
+            raise HTTPException(422, f"{len(body.choices)} choices given; this policy's task has {len(letters)} ({', '.join(letters)})")
+        text = format_multiple_choice(body.question, body.choices, letters)
+        service.check_texts([text])
+        (row,) = await service.submit(Job(JobKind.MULTIPLE_CHOICE, policy, [text]))
+        answer = _answer(encoder, row)
+        return {"policy": policy.name, "answer": answer["label"], **{k: answer[k] for k in ("generic", "loglik")}}
+
+    @app.post("/v1/generate")
+    async def generate(body: GenerateRequest, authorization: str | None = Header(None), x_api_key: str | None = Header(None)) -> dict[str, Any]:
+        policy = service.policy_for(_api_key(authorization, x_api_key))
+        if body.max_new_tokens > service.config.max_new_tokens:
+            raise HTTPException(422, f"max_new_tokens={body.max_new_tokens} exceeds the server cap {service.config.max_new_tokens}")
+        service.check_texts([body.prompt])
+        ids = list(service.registry.tokenizer(body.prompt, add_special_tokens=True).input_ids)
+        (out,) = await service.submit(Job(JobKind.GENERATE, policy, [(ids, body.max_new_tokens)]))
+        return {"policy": policy.name, "text": service.registry.tokenizer.decode(out, skip_special_tokens=True), "tokens": len(out)}
+
+    @app.get("/v1/artifacts")
+    async def list_artifacts(authorization: str | None = Header(None), x_api_key: str | None = Header(None)) -> dict[str, Any]:
+        service.check_admin(_api_key(authorization, x_api_key))
+        return {"artifacts": service.registry.describe()}
+
+    @app.post("/v1/artifacts", status_code=201)
+    async def add_artifact(body: ArtifactRequest, authorization: str | None = Header(None), x_api_key: str | None = Header(None)) -> dict[str, Any]:
+        import asyncio
+
+        service.check_admin(_api_key(authorization, x_api_key))
+        try:
+            # loading runs the model (prefix cache): on the model thread, never beside a batch
+            policy = await asyncio.get_running_loop().run_in_executor(service.batcher._executor, service.registry.add, body.name, body.path)
+        except SpulError as err:
+            raise HTTPException(422 if isinstance(err, ConfigError) else 400, str(err)) from None
+        return policy.describe()
+
+    @app.delete("/v1/artifacts/{name}")
+    async def remove_artifact(name: str, authorization: str | None = Header(None), x_api_key: str | None = Header(None)) -> dict[str, Any]:
+        service.check_admin(_api_key(authorization, x_api_key))
+        try:
+            removed = service.registry.remove(name)
+        except SpulError as err:
+            raise HTTPException(422, str(err)) from None
+        if not removed:
+            raise HTTPException(404, f"no artifact named {name!r} is loaded")
+        return {"removed": name}
+
+    return app

@@ -1,0 +1,142 @@
+"""Model calls behind the server: candidate scoring and greedy generation, with a cached soft-prompt prefix.
+
+A soft prompt sits at positions ``0..p-1`` of every row (``spul.models.forward.hidden_states`` puts it before
+the left padding), so its keys/values are the same for every request. ``PrefixCache`` computes them once per
+artifact and every batch reuses them; only the request tokens run through the decoder. Scoring without a
+cache calls ``spul.evaluation.scoring.score_prompts`` itself, so the two paths can be compared directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from spul.data.encoding import TaskEncoder
+from spul.evaluation.scoring import score_prompts
+from spul.models.forward import decoder_of, hidden_states, lm_logits, pad_left, unwrap
+
+
+@dataclass
+class PrefixCache:
+    """Per-layer keys/values ``[1, heads, p, head_dim]`` of a soft prompt at positions ``0..p-1``."""
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    length: int
+
+    @classmethod
+    @torch.inference_mode()
+    def build(cls, model, vectors: torch.Tensor) -> "PrefixCache":
+        embeds = vectors.unsqueeze(0)
+        p = embeds.shape[1]
+        mask = torch.ones((1, p), dtype=torch.long, device=embeds.device)
+        positions = torch.arange(p, device=embeds.device).unsqueeze(0)
+        out = decoder_of(model)(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=True)
+        cache = out.past_key_values
+        keys = [layer.keys for layer in cache.layers]
+        values = [layer.values for layer in cache.layers]
+        return cls(keys=keys, values=values, length=p)
+
+    def expand(self, batch: int, config):
+        """A fresh ``DynamicCache`` holding the prefix for ``batch`` rows (the forward pass appends to it)."""
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=config)
+        for layer, (k, v) in enumerate(zip(self.keys, self.values)):
+            cache.update(k.expand(batch, -1, -1, -1).contiguous(), v.expand(batch, -1, -1, -1).contiguous(), layer)
+        return cache
+
+
+def _run(model, ids: torch.Tensor, mask: torch.Tensor, vectors: torch.Tensor | None, prefix: PrefixCache | None,
+         use_cache: bool = False):
+    """Hidden states of the request tokens ``[B, T, d]`` (prompt positions dropped) and the decoder cache."""
+    if vectors is None or prefix is None:
+        prompt = vectors.unsqueeze(0).expand(ids.shape[0], -1, -1) if vectors is not None else None
+        if not use_cache:
+            hidden = hidden_states(model, ids, mask, prompt)
+            return hidden[:, -ids.shape[1]:, :], None, None
+        # generation without a prefix cache: the same inputs as hidden_states, but keep the cache
+        base = unwrap(model)
+        embeds = base.get_input_embeddings()(ids)
+        full_mask = mask
+        if prompt is not None:
+            embeds = torch.cat([prompt.to(embeds.dtype), embeds], dim=1)
+            full_mask = torch.cat([mask.new_ones(prompt.shape[:2]), mask], dim=1)
+        positions = (full_mask.long().cumsum(-1) - 1).clamp(min=0)
+        out = decoder_of(model)(inputs_embeds=embeds, attention_mask=full_mask, position_ids=positions, use_cache=True)
+        return out.last_hidden_state[:, -ids.shape[1]:, :], out.past_key_values, full_mask
+    base = unwrap(model)
+    embeds = base.get_input_embeddings()(ids)
+    full_mask = torch.cat([mask.new_ones((ids.shape[0], prefix.length)), mask], dim=1)
+    positions = (full_mask.long().cumsum(-1) - 1).clamp(min=0)[:, prefix.length:]
+    cache = prefix.expand(ids.shape[0], base.config)
+    out = decoder_of(model)(inputs_embeds=embeds, attention_mask=full_mask, position_ids=positions,
+                            past_key_values=cache, use_cache=True)
+    return out.last_hidden_state, (out.past_key_values if use_cache else None), full_mask
+
+
+@torch.inference_mode()
+def score(model, encoder: TaskEncoder, prompts: list[list[int]], vectors: torch.Tensor | None = None,
+          prefix: PrefixCache | None = None, batch_size: int = 32) -> np.ndarray:
+    """Log-likelihood ``[N, C]`` of every candidate answer, computed as ``score_prompts`` computes it."""
+    if prefix is None:
+        provider = None
+        if vectors is not None:
+            provider = lambda n, rows: (vectors.unsqueeze(0).expand(n, -1, -1), None)  # noqa: E731
+        return score_prompts(model, encoder, prompts, batch_size=batch_size, prompt_provider=provider).loglik
+    device = next(model.parameters()).device
+    pad = encoder.tokenizer.pad_token_id
+    out = np.zeros((len(prompts), len(encoder.candidate_ids)), dtype=np.float64)
+    order = np.argsort([len(p) for p in prompts], kind="stable")
+    first_ids = torch.tensor([c[0] for c in encoder.candidate_ids], device=device)
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        seqs = [prompts[i] for i in rows]
+        ids, mask = pad_left(seqs, pad, device)
+        hidden, _, _ = _run(model, ids, mask, vectors, prefix)
+        out[rows] = torch.log_softmax(lm_logits(model, hidden[:, -1, :]), dim=-1)[:, first_ids].double().cpu().numpy()
+        for c, cand in enumerate(encoder.candidate_ids):
+            if len(cand) == 1:
+                continue
+            ids2, mask2 = pad_left([s + cand[:-1] for s in seqs], pad, device)
+            hidden2, _, _ = _run(model, ids2, mask2, vectors, prefix)
+            k = len(cand)
+            logp = torch.log_softmax(lm_logits(model, hidden2[:, -k:, :].reshape(-1, hidden2.shape[-1])), dim=-1).view(len(rows), k, -1)
+            target = torch.tensor(cand, device=device).view(1, k, 1).expand(len(rows), k, 1)
+            out[rows, c] = logp.gather(2, target).squeeze(2).sum(1).double().cpu().numpy()
+    return out
+
+
+@torch.inference_mode()
+def generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: list[int], vectors: torch.Tensor | None = None,
+             prefix: PrefixCache | None = None) -> list[list[int]]:
+    """Greedy continuation of each prompt (left-padded batch), each row stopping at EOS or its own limit."""
+    device = next(model.parameters()).device
+    ids, mask = pad_left(prompts, tokenizer.pad_token_id, device)
+    hidden, cache, full_mask = _run(model, ids, mask, vectors, prefix, use_cache=True)
+    eos = tokenizer.eos_token_id
+    steps = max(max_new_tokens)
+    limits = torch.tensor(max_new_tokens, device=device)
+    done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
+    outputs: list[list[int]] = [[] for _ in prompts]
+    base = unwrap(model)
+    for step in range(steps):
+        next_ids = lm_logits(model, hidden[:, -1, :]).argmax(-1)
+        for row in range(len(prompts)):
+            if not done[row]:
+                if eos is not None and int(next_ids[row]) == eos:
+                    done[row] = True
+                else:
+                    outputs[row].append(int(next_ids[row]))
+        done |= (step + 1) >= limits
+        if bool(done.all()) or step + 1 == steps:
+            break
+        full_mask = torch.cat([full_mask, full_mask.new_ones((len(prompts), 1))], dim=1)
+        positions = (full_mask.long().sum(-1, keepdim=True) - 1)
+        embeds = base.get_input_embeddings()(next_ids.unsqueeze(1))
+        out = decoder_of(model)(inputs_embeds=embeds, attention_mask=full_mask, position_ids=positions,
+                                past_key_values=cache, use_cache=True)
+        hidden, cache = out.last_hidden_state, out.past_key_values
+    return outputs

@@ -1,0 +1,140 @@
+"""What the server applies to a request: a policy, chosen by the caller's API key and never by the request.
+
+A ``Policy`` turns a frozen base model into an unlearned one at inference time. Two kinds exist today:
+``BasePolicy`` (nothing applied) and ``SoftPromptPolicy`` (SPUL: p vectors prepended to the input
+embeddings, with their keys/values cached once). ECO plugs in by subclassing ``Policy`` and overriding
+``prefill_guard``: a context manager entered around the prefill forward pass of a batch, e.g. a forward hook on
+the embedding layer that corrupts the rows its prompt classifier flags. Because the policy is looked up from the
+API key on the server, request fields cannot remove the soft prompt or the guard.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ContextManager
+
+import torch
+
+from spul.data.encoding import TaskEncoder
+from spul.data.tasks import Task, TaskConfig, TaskKind, multiple_choice_task_config
+from spul.errors import ConfigError
+
+BASE_POLICY = "base"
+
+
+class Policy:
+    """How one named behaviour is applied to a batch of requests on the shared base model."""
+
+    name: str
+    kind: str = "base"
+    task_config: TaskConfig | None = None
+    info: dict[str, Any] = {}
+
+    #: ``[p, d]`` soft prompt in the model dtype, or None
+    vectors: torch.Tensor | None = None
+    #: cached keys/values of ``vectors`` (``spul.serving.inference.PrefixCache``), or None to recompute
+    prefix: Any = None
+
+    def prefill_guard(self, model, texts: list[str]) -> ContextManager:
+        """Entered around the prefill pass of a batch of ``texts`` (ECO: corrupt flagged prompts' embeddings)."""
+        return contextlib.nullcontext()
+
+    def describe(self) -> dict[str, Any]:
+        p = 0 if self.vectors is None else int(self.vectors.shape[0])
+        return {"name": self.name, "kind": self.kind, "prompt_length": p, "prefix_cached": self.prefix is not None, **self.info}
+
+
+class BasePolicy(Policy):
+    """The base model as it is (no unlearning); only keys explicitly bound to ``base`` get it."""
+
+    def __init__(self, name: str = BASE_POLICY):
+        self.name = name
+        self.info = {}
+
+
+class SoftPromptPolicy(Policy):
+    """A SPUL artifact: its soft prompt is prepended to every request."""
+
+    kind = "spul"
+
+    def __init__(self, name: str, vectors: torch.Tensor, prefix: Any, task_config: TaskConfig | None, info: dict[str, Any]):
+        self.name = name
+        self.vectors = vectors
+        self.prefix = prefix
+        self.task_config = task_config
+        self.info = info
+
+
+class Encoders:
+    """Task encoders per (policy, endpoint), built lazily: the artifact's own task when it has one."""
+
+    def __init__(self, tokenizer, max_length: int, default_task: TaskConfig):
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.default_task = default_task
+        self._cache: dict[tuple[str, int, str], TaskEncoder] = {}
+
+    def for_policy(self, policy: Policy, kind: TaskKind) -> TaskEncoder:
+        key = (policy.name, id(policy), kind.value)
+        if key not in self._cache:
+            task = policy.task_config if policy.task_config is not None and policy.task_config.kind is kind else None
+            if task is None:
+                task = self.default_task if kind is TaskKind.CLASSIFICATION else multiple_choice_task_config()
+            self._cache[key] = TaskEncoder(Task(task), self.tokenizer, self.max_length)
+        return self._cache[key]
+
+
+@dataclass
+class KeyTable:
+    """API key → policy name, plus the admin keys that may add and remove artifacts.
+
+    File format (YAML)::
+
+        admin_keys: [change-me-admin]
+        keys:
+          key-for-app-a: forget-people   # an artifact name given with --artifact or POST /v1/artifacts
+          key-for-research: base         # the unmodified base model
+    """
+
+    keys: dict[str, str] = field(default_factory=dict)
+    admin_keys: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.keys, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in self.keys.items()):
+            raise ConfigError("keys file: 'keys' must map API key strings to policy names", "write e.g. keys: {my-key: my-artifact}")
+        if not isinstance(self.admin_keys, list) or not all(isinstance(k, str) for k in self.admin_keys):
+            raise ConfigError("keys file: 'admin_keys' must be a list of strings", "write e.g. admin_keys: [my-admin-key]")
+        for key in list(self.keys) + list(self.admin_keys):
+            if len(key) < 8:
+                raise ConfigError(f"API key {key[:3]!r}... is shorter than 8 characters", "use long random keys (e.g. python -c 'import secrets; print(secrets.token_urlsafe())')")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "KeyTable":
+        import yaml
+
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"keys file {str(path)!r} does not exist", "create it (see docs/serving.md)")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"keys file {str(path)!r} is not valid YAML ({str(err).splitlines()[0]})", "fix the YAML syntax") from None
+        if not isinstance(raw, dict) or set(raw) - {"keys", "admin_keys"}:
+            raise ConfigError(f"keys file {str(path)!r} must have only 'keys' and 'admin_keys'", "see docs/serving.md for the format")
+        return cls(keys={str(k): str(v) for k, v in (raw.get("keys") or {}).items()}, admin_keys=[str(k) for k in raw.get("admin_keys") or []])
+
+    def policy_of(self, key: str | None) -> str | None:
+        """The policy bound to ``key`` (constant-time comparison), or None for an unknown key."""
+        if not key:
+            return None
+        found = None
+        for known, policy in self.keys.items():
+            if hmac.compare_digest(known.encode(), key.encode()):
+                found = policy
+        return found
+
+    def is_admin(self, key: str | None) -> bool:
+        return bool(key) and any(hmac.compare_digest(k.encode(), key.encode()) for k in self.admin_keys)

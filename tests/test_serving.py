@@ -1,0 +1,256 @@
+"""The serving API end to end: a real uvicorn server on 127.0.0.1 over the tiny Llama and real SPUL artifacts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+
+from conftest import tiny_run_config
+
+KEY_A, KEY_B, KEY_BASE, ADMIN = "key-app-a-0001", "key-app-b-0002", "key-research-0003", "admin-key-0004"
+TEXTS = ["Alice Smith loved this film .", "a dull and boring movie", "the acting was great", "I hated every minute"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Running:
+    """A uvicorn server in a background thread."""
+
+    def __init__(self, service):
+        import uvicorn
+
+        from spul.serving.app import create_app
+
+        self.service = service
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(create_app(service), host="127.0.0.1", port=self.port, log_level="error"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.time() + 20
+        while not self.server.started:
+            assert time.time() < deadline, "server did not start"
+            time.sleep(0.02)
+
+    def stop(self):
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory, tiny_model_dir):
+    """Two SPUL artifacts trained on the tiny model, plus a foreign and a broken one."""
+    from spul.pipeline import unlearn
+
+    root = tmp_path_factory.mktemp("serving")
+    a = unlearn(tiny_run_config(root / "a", tiny_model_dir, finetune={"enabled": False}))
+    b = unlearn(tiny_run_config(root / "b", tiny_model_dir, finetune={"enabled": False}, unlearn={"seed": 1, "prompt_length": 3}))
+    foreign = root / "foreign"
+    shutil.copytree(a, foreign)
+    meta = json.loads((foreign / "spul.json").read_text())
+    meta["base_fingerprint"] = "0" * 64
+    (foreign / "spul.json").write_text(json.dumps(meta))
+    broken = root / "broken"
+    shutil.copytree(a, broken)
+    (broken / "adapter_model.safetensors").write_bytes(b"not a tensor file")
+    return {"a": a, "b": b, "foreign": foreign, "broken": broken, "root": root}
+
+
+def _service(tiny_model_dir, artifacts, prefix_cache=True, **batch):
+    from spul.models.loading import ModelConfig, load_model
+    from spul.serving.app import ServeConfig, Service
+    from spul.serving.batching import BatchConfig
+    from spul.serving.policies import KeyTable
+    from spul.serving.registry import Registry
+
+    model, tok = load_model(ModelConfig(name_or_path=str(tiny_model_dir), dtype="float32", device="cpu"))
+    registry = Registry(model, tok, str(tiny_model_dir), prefix_cache=prefix_cache, max_length=64)
+    errors = registry.load_startup({"a": str(artifacts["a"]), "foreign": str(artifacts["foreign"])})
+    assert len(errors) == 1 and "foreign" in errors[0] and "fingerprint" in errors[0]
+    keys = KeyTable(keys={KEY_A: "a", KEY_B: "b", KEY_BASE: "base"}, admin_keys=[ADMIN])
+    return Service(registry, keys, ServeConfig(max_texts=8, max_chars=500, max_new_tokens=8, batch=BatchConfig(**batch)))
+
+
+@pytest.fixture(scope="session")
+def server(tiny_model_dir, artifacts):
+    running = Running(_service(tiny_model_dir, artifacts))
+    yield running
+    running.stop()
+
+
+def _h(key):
+    return {"Authorization": f"Bearer {key}"}
+
+
+def _offline(tiny_model_dir, artifact, texts, task_config=None):
+    """What spul.evaluation.scoring computes offline, through the PEFT model like ``spul evaluate``."""
+    from spul.artifacts import load_soft_prompt
+    from spul.data.encoding import TaskEncoder
+    from spul.data.tasks import Task, TaskConfig
+    from spul.evaluation.scoring import score_texts
+    from spul.models.loading import ModelConfig, load_model
+    from spul.models.soft_prompt import prompt_vectors
+
+    model, tok = load_model(ModelConfig(name_or_path=str(tiny_model_dir), dtype="float32", device="cpu"))
+    encoder = TaskEncoder(Task(task_config or TaskConfig()), tok, 64)
+    if artifact is None:
+        return score_texts(model, encoder, texts).loglik, encoder
+    peft_model, _ = load_soft_prompt(model, artifact)
+    provider = lambda n, rows: (prompt_vectors(peft_model, n, torch.float32), None)  # noqa: E731
+    return score_texts(peft_model, encoder, texts, prompt_provider=provider).loglik, encoder
+
+
+def _loglik(result, encoder):
+    return np.array([result["loglik"][c] for c in encoder.task.candidates])
+
+
+def test_classify_matches_offline_scoring(server, tiny_model_dir, artifacts):
+    for key, artifact in ((KEY_A, artifacts["a"]), (KEY_BASE, None)):
+        r = httpx.post(server.url + "/v1/classify", json={"texts": TEXTS}, headers=_h(key))
+        assert r.status_code == 200, r.text
+        offline, encoder = _offline(tiny_model_dir, artifact, TEXTS)
+        for row, res in zip(offline, r.json()["results"]):
+            np.testing.assert_allclose(_loglik(res, encoder), row, atol=1e-4)
+            assert res["label"] == encoder.task.candidates[int(row.argmax())]
+    # the two policies really differ
+    a = httpx.post(server.url + "/v1/classify", json={"texts": TEXTS}, headers=_h(KEY_A)).json()
+    base = httpx.post(server.url + "/v1/classify", json={"texts": TEXTS}, headers=_h(KEY_BASE)).json()
+    assert a["policy"] == "a" and base["policy"] == "base" and a["results"] != base["results"]
+
+
+def test_prefix_cache_matches_recomputation(server):
+    from spul.serving import inference
+
+    reg = server.service.registry
+    policy = reg.get("a")
+    encoder = server.service.encoders.for_policy(policy, __import__("spul.data.tasks", fromlist=["TaskKind"]).TaskKind.CLASSIFICATION)
+    prompts = encoder.encode_prompts(TEXTS) + [p + p[:3] for p in encoder.encode_prompts(TEXTS[:2])]
+    cached = inference.score(reg.model, encoder, prompts, policy.vectors, policy.prefix)
+    plain = inference.score(reg.model, encoder, prompts, policy.vectors, None)
+    np.testing.assert_allclose(cached, plain, atol=1e-5)
+    ids = [reg.tokenizer("the acting was").input_ids, reg.tokenizer("a dull and boring movie , I").input_ids]
+    assert inference.generate(reg.model, reg.tokenizer, ids, [6, 3], policy.vectors, policy.prefix) == \
+        inference.generate(reg.model, reg.tokenizer, ids, [6, 3], policy.vectors, None)
+
+
+def test_uncached_server_matches_too(tiny_model_dir, artifacts):
+    running = Running(_service(tiny_model_dir, artifacts, prefix_cache=False))
+    try:
+        r = httpx.post(running.url + "/v1/classify", json={"texts": TEXTS}, headers=_h(KEY_A))
+        offline, encoder = _offline(tiny_model_dir, artifacts["a"], TEXTS)
+        got = np.stack([_loglik(res, encoder) for res in r.json()["results"]])
+        np.testing.assert_allclose(got, offline, atol=1e-5)
+    finally:
+        running.stop()
+
+
+def test_policy_is_enforced(server):
+    url = server.url + "/v1/classify"
+    assert httpx.post(url, json={"texts": TEXTS}).status_code == 401
+    assert httpx.post(url, json={"texts": TEXTS}, headers=_h("wrong-key-123456")).status_code == 401
+    own = httpx.post(url, json={"texts": TEXTS}, headers=_h(KEY_A)).json()
+    # asking for no prompt / another policy changes nothing: the key decides
+    sneaky = httpx.post(url, json={"texts": TEXTS, "policy": "base", "artifact": None, "soft_prompt": False}, headers={"X-API-Key": KEY_A}).json()
+    assert sneaky == own
+    # a key bound to an artifact that is not loaded fails closed instead of falling back to the base model
+    r = httpx.post(url, json={"texts": TEXTS}, headers=_h(KEY_B))
+    assert r.status_code == 503 and "'b'" in r.json()["detail"]
+
+
+def test_multiple_choice_and_generate(server, tiny_model_dir):
+    from spul.data.tasks import format_multiple_choice, multiple_choice_task_config
+
+    body = {"question": "Which is a film ?", "choices": ["movie", "acting", "boring", "great"]}
+    r = httpx.post(server.url + "/v1/multiple-choice", json=body, headers=_h(KEY_BASE))
+    assert r.status_code == 200, r.text
+    text = format_multiple_choice(body["question"], body["choices"], ["A", "B", "C", "D"])
+    offline, encoder = _offline(tiny_model_dir, None, [text], multiple_choice_task_config())
+    assert r.json()["answer"] == encoder.task.candidates[int(offline[0].argmax())]
+    bad = httpx.post(server.url + "/v1/multiple-choice", json={"question": "q", "choices": ["x", "y"]}, headers=_h(KEY_BASE))
+    assert bad.status_code == 422
+    g = httpx.post(server.url + "/v1/generate", json={"prompt": "the acting was", "max_new_tokens": 5}, headers=_h(KEY_A))
+    assert g.status_code == 200 and g.json()["tokens"] <= 5 and g.json()["policy"] == "a"
+    assert httpx.post(server.url + "/v1/generate", json={"prompt": "the", "max_new_tokens": 500}, headers=_h(KEY_A)).status_code == 422
+
+
+def test_request_limits(server):
+    url = server.url + "/v1/classify"
+    assert httpx.post(url, json={"texts": ["a"] * 9}, headers=_h(KEY_A)).status_code == 413
+    r = httpx.post(url, json={"texts": ["a" * 501]}, headers=_h(KEY_A))
+    assert r.status_code == 413 and "limit is 500" in r.json()["detail"]
+    assert httpx.post(url, json={"texts": []}, headers=_h(KEY_A)).status_code == 422
+    assert httpx.post(url, json={"text": "x"}, headers=_h(KEY_A)).status_code == 422
+    assert httpx.post(url, content=b"x" * 1_000_001, headers={**_h(KEY_A), "content-type": "application/json"}).status_code == 413
+
+
+def test_artifacts_added_and_removed_at_runtime(server, artifacts):
+    url = server.url + "/v1/artifacts"
+    assert httpx.get(url).status_code == 401
+    assert httpx.get(url, headers=_h(KEY_A)).status_code == 403
+    names = [a["name"] for a in httpx.get(url, headers=_h(ADMIN)).json()["artifacts"]]
+    assert names == ["a", "base"]
+    for bad, code, words in (("foreign", 400, "fingerprint"), ("broken", 400, "could not be loaded"), ("root", 400, "spul.json")):
+        r = httpx.post(url, json={"name": "x", "path": str(artifacts[bad])}, headers=_h(ADMIN))
+        assert r.status_code == code and words in r.json()["detail"] and "\n" not in r.json()["detail"], r.text
+    assert httpx.post(url, json={"name": "base", "path": str(artifacts["b"])}, headers=_h(ADMIN)).status_code == 422
+    r = httpx.post(url, json={"name": "b", "path": str(artifacts["b"])}, headers=_h(ADMIN))
+    assert r.status_code == 201 and r.json()["prompt_length"] == 3
+    c = httpx.post(server.url + "/v1/classify", json={"texts": TEXTS}, headers=_h(KEY_B))
+    assert c.status_code == 200 and c.json()["policy"] == "b"
+    # the other artifacts kept serving throughout
+    assert httpx.post(server.url + "/v1/classify", json={"texts": TEXTS}, headers=_h(KEY_A)).status_code == 200
+    assert httpx.delete(url + "/b", headers=_h(ADMIN)).json() == {"removed": "b"}
+    assert httpx.delete(url + "/b", headers=_h(ADMIN)).status_code == 404
+    assert httpx.post(server.url + "/v1/classify", json={"texts": TEXTS}, headers=_h(KEY_B)).status_code == 503
+
+
+def test_health_and_openapi(server):
+    assert httpx.get(server.url + "/health").json()["status"] == "ok"
+    paths = httpx.get(server.url + "/openapi.json").json()["paths"]
+    assert {"/v1/classify", "/v1/multiple-choice", "/v1/generate", "/v1/artifacts", "/health"} <= set(paths)
+
+
+async def _burst(url: str, n: int, key: str, concurrency_limit: int | None = None):
+    limits = httpx.Limits(max_connections=concurrency_limit or n, max_keepalive_connections=concurrency_limit or n)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+        async def one(i):
+            t = time.perf_counter()
+            r = await client.post(url + "/v1/classify", json={"texts": [TEXTS[i % len(TEXTS)]]}, headers=_h(key))
+            return r.status_code, time.perf_counter() - t
+        return await asyncio.gather(*(one(i) for i in range(n)))
+
+
+def test_200_concurrent_requests(server):
+    before = server.service.batcher.batches_run
+    results = asyncio.run(_burst(server.url, 200, KEY_A))
+    codes = [c for c, _ in results]
+    assert codes == [200] * 200
+    lat = np.array([t for _, t in results]) * 1000
+    batches = server.service.batcher.batches_run - before
+    print(f"\n200 concurrent classify requests: p50 {np.percentile(lat, 50):.0f} ms, p95 {np.percentile(lat, 95):.0f} ms, "
+          f"p99 {np.percentile(lat, 99):.0f} ms, {batches} batches")
+    assert batches < 200  # requests were grouped
+
+
+def test_tiny_queue_answers_busy(tiny_model_dir, artifacts):
+    running = Running(_service(tiny_model_dir, artifacts, max_queue=1, max_batch=1, max_wait_ms=0))
+    try:
+        codes = [c for c, _ in asyncio.run(_burst(running.url, 40, KEY_A))]
+        assert set(codes) <= {200, 503} and codes.count(503) > 0 and codes.count(200) > 0
+        assert running.service.batcher.queue.qsize() <= 1
+    finally:
+        running.stop()
