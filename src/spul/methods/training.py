@@ -8,6 +8,7 @@ resume, schedules, mixed precision, progress bars and multi-GPU come from ``tran
 from __future__ import annotations
 
 import math
+import os
 from collections import defaultdict
 from typing import Any
 
@@ -19,11 +20,13 @@ from transformers import Trainer
 from spul.data.encoding import EncodedExample, TaskEncoder
 from spul.data.splits import Split, UnlearningData
 from spul.errors import TrainingError
+from spul.io import write_text
+from spul.methods import safe_checkpoint
 from spul.methods.losses import IGNORE, answer_positions, per_row_mean, token_nll
+from spul.models.checkpointing import rearm_checkpointing
 from spul.models.forward import hidden_states, lm_logits, pad_left, unwrap
 
 
-from spul.models.checkpointing import rearm_checkpointing
 class AnswerDataset(Dataset):
     """Rows with a prompt and the answer the model should learn (or unlearn)."""
 
@@ -101,10 +104,10 @@ class AnswerTrainer(Trainer):
         """Per-row mean NLL ``[B]`` of ``labels``; also the answer logits and their rows if asked."""
         if self.frozen_trunk_in_eval_mode and model.training:
             unwrap(model).eval()  # Trainer calls model.train() every step; the frozen trunk stays in eval
+            rearm_checkpointing(unwrap(model))  # eval mode would silently switch gradient checkpointing off
         hidden = hidden_states(model, inputs["input_ids"], inputs["attention_mask"], prompt)
         h, targets, rows = answer_positions(hidden, inputs["labels"])
         logits = lm_logits(model, h)
-            rearm_checkpointing(unwrap(model))  # eval mode would silently switch gradient checkpointing off
         nll = per_row_mean(token_nll(logits, targets), rows, inputs["labels"].shape[0])
         return (nll, logits, rows) if with_hidden else nll
 
@@ -126,3 +129,71 @@ class AnswerTrainer(Trainer):
                     logs[f"loss_{name}"] = round(sum(values) / len(values), 4)
             self._parts.clear()
         super().log(logs, *args, **kwargs)
+
+    # ---- checkpoints: safetensors + JSON instead of pickle, folders renamed into place when complete ----
+    _spul_staging = False
+
+    def _simple_saving(self) -> bool:
+        return self.args.world_size <= 1 and not self.is_deepspeed_enabled and not self.is_fsdp_enabled
+
+    def _get_output_dir(self, trial) -> str:
+        run_dir = super()._get_output_dir(trial)
+        return os.path.join(run_dir, safe_checkpoint.STAGING) if self._spul_staging else run_dir
+
+    def _save_checkpoint(self, model, trial) -> None:
+        if not self._simple_saving():
+            return super()._save_checkpoint(model, trial)
+        run_dir = self._get_output_dir(trial)
+
+        def write() -> None:
+            self._spul_staging = True
+            try:
+                super(AnswerTrainer, self)._save_checkpoint(model, trial)
+            finally:
+                self._spul_staging = False
+
+        safe_checkpoint.save_checkpoint_atomically(run_dir, f"checkpoint-{self.state.global_step}", write, self.args.save_total_limit)
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        super()._save(output_dir, state_dict)
+        output_dir = output_dir or self.args.output_dir
+        pickled = os.path.join(output_dir, "training_args.bin")
+        if self.args.should_save and os.path.isfile(pickled):
+            os.remove(pickled)
+            write_text(os.path.join(output_dir, "training_args.json"), self.args.to_json_string())
+
+    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        if not self._simple_saving():
+            return super()._save_optimizer_and_scheduler(output_dir)
+        safe_checkpoint.save_state(self.optimizer.state_dict(), output_dir, "optimizer")
+        safe_checkpoint.save_state(self.lr_scheduler.state_dict(), output_dir, "scheduler")
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        if not safe_checkpoint.has_state(checkpoint, "optimizer"):
+            return super()._load_optimizer_and_scheduler(checkpoint)
+        self.optimizer.load_state_dict(safe_checkpoint.load_state(checkpoint, "optimizer"))
+        self.lr_scheduler.load_state_dict(safe_checkpoint.load_state(checkpoint, "scheduler"))
+
+    def _save_scaler(self, output_dir: str) -> None:
+        scaler = getattr(self.accelerator, "scaler", None)
+        if scaler is not None and self._simple_saving():
+            safe_checkpoint.save_state(scaler.state_dict(), output_dir, "scaler")
+        elif scaler is not None:
+            super()._save_scaler(output_dir)
+
+    def _load_scaler(self, checkpoint: str | None) -> None:
+        scaler = getattr(self.accelerator, "scaler", None)
+        if scaler is not None and safe_checkpoint.has_state(checkpoint, "scaler"):
+            scaler.load_state_dict(safe_checkpoint.load_state(checkpoint, "scaler"))
+        else:
+            super()._load_scaler(checkpoint)
+
+    def _save_rng_state(self, output_dir: str) -> None:
+        if not self._simple_saving():
+            return super()._save_rng_state(output_dir)
+        safe_checkpoint.save_state(safe_checkpoint.rng_state(), output_dir, "rng_state")
+
+    def _load_rng_state(self, checkpoint: str | None) -> None:
+        if not safe_checkpoint.has_state(checkpoint, "rng_state"):
+            return super()._load_rng_state(checkpoint)
+        safe_checkpoint.set_rng_state(safe_checkpoint.load_state(checkpoint, "rng_state"))
