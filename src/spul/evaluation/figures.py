@@ -1,0 +1,225 @@
+"""Experiment reports: Markdown tables in the paper's layout, the trade-off and p-sweep plots, the efficiency
+table, and a t-SNE picture of last-layer representations with and without a soft prompt (PNG, Agg backend).
+
+Cells are the experiment runner's records (``spul.experiments.runner``): dicts with ``method``, ``kind``,
+``params``, ``tau``, ``name``, ``selected``, ``result`` (a ``ModelResult.as_dict()``) and ``info``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from spul.data.splits import Split
+from spul.evaluation.evaluate import ModelResult
+from spul.evaluation.report import markdown_table
+
+Cell = dict[str, Any]
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _acc(cell: Cell, split: str) -> float:
+    return 100 * float(cell["result"]["metrics"][split]["accuracy"])
+
+
+def _result(cell: Cell, name: str | None = None) -> ModelResult:
+    r = ModelResult.from_dict(cell["result"])
+    r.name = name or cell.get("name", r.name)
+    return r
+
+
+def _fmt_int(n: Any) -> str:
+    if n in (None, ""):
+        return "–"
+    n = int(n)
+    return f"{n / 1e6:.2f}M" if n >= 1e6 else (f"{n / 1e3:.1f}K" if n >= 1e3 else str(n))
+
+
+def efficiency_table(cells: Sequence[Cell]) -> str:
+    """Trainable parameters, seconds per epoch and peak memory per trained cell (same model and data)."""
+    rows = [c for c in cells if c["kind"] != "reference"]
+    lines = ["| Method | trainable params | s / epoch | train s | peak memory (MB) | memory measured as |", "|---|---:|---:|---:|---:|---|"]
+    for c in rows:
+        i = c["info"]
+        lines.append(f"| {c['name']} | {_fmt_int(i.get('trainable_parameters'))} | {i.get('seconds_per_epoch', '–')} | {i.get('train_seconds', '–')} "
+                     f"| {i.get('peak_memory_mb', '–')} | {i.get('memory_kind', '–')} |")
+    return "\n".join(lines)
+
+
+def grid_table(cells: Sequence[Cell], row_key: str, col_key: str) -> str:
+    """A two-parameter grid (e.g. α × β, the paper's Table 3): each entry is ``ACC D_r^te / ACC D_f^te``."""
+    grid = [c for c in cells if row_key in c["params"] and col_key in c["params"]]
+    rows = sorted({c["params"][row_key] for c in grid})
+    cols = sorted({c["params"][col_key] for c in grid})
+    lines = [f"| {row_key} \\ {col_key} | " + " | ".join(str(v) for v in cols) + " |", "|---|" + "---:|" * len(cols)]
+    for r in rows:
+        entries = []
+        for col in cols:
+            match = [c for c in grid if c["params"][row_key] == r and c["params"][col_key] == col]
+            entries.append(f"{_acc(match[0], 'test_retain'):.1f} / {_acc(match[0], 'test_forget'):.1f}" if match else "–")
+        lines.append(f"| {r} | " + " | ".join(entries) + " |")
+    return "\n".join(lines)
+
+
+def experiment_markdown(name: str, cells: Sequence[Cell], rule: str, sizes: dict[str, int] | None = None) -> str:
+    selected = [c for c in cells if c.get("selected")]
+    parts = [
+        f"# Experiment: {name}",
+        "Accuracy (ACC) and weighted F1 in %, against the original labels; a generic answer counts as wrong. "
+        "↑ higher is better (retain), ↓ lower is better (forget).",
+        f"**Selection rule.** {rule}.",
+        "## Main comparison (selected cell per method)",
+        markdown_table([_result(c) for c in selected]),
+        "## Efficiency (selected cells)",
+        efficiency_table(selected),
+        "## Every cell",
+        markdown_table([_result(c) for c in cells], with_f1=False),
+    ]
+    if any("alpha" in c["params"] and "beta" in c["params"] for c in cells):
+        parts += ["## α × β grid (ACC D_r^te / D_f^te)", grid_table(cells, "alpha", "beta")]
+    if sizes:
+        parts.append("Rows per split: " + ", ".join(f"{k} {v}" for k, v in sizes.items()) + ".")
+    return "\n\n".join(parts) + "\n"
+
+
+def tradeoff_plot(cells: Sequence[Cell], path: str | Path, split_pair: tuple[str, str] = ("test_forget", "test_retain")) -> Path:
+    """Retain accuracy (↑) against forget accuracy (↓) per cell; the selected cell of each method is large.
+
+    The ideal corner is top-left: nothing of the forget set is answered correctly, the retain set is intact.
+    """
+    plt = _plt()
+    fx, ry = split_pair
+    fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=120)
+    methods = list(dict.fromkeys(c["method"] for c in cells))
+    colours = plt.get_cmap("tab10")
+    for k, method in enumerate(methods):
+        group = [c for c in cells if c["method"] == method]
+        ref = group[0]["kind"] == "reference"
+        xs = [_acc(c, fx) for c in group]
+        ys = [_acc(c, ry) for c in group]
+        if len(group) > 1:
+            ax.scatter(xs, ys, s=22, color=colours(k), alpha=0.45, edgecolors="none")
+        best = [c for c in group if c.get("selected")] or group[:1]
+        ax.scatter([_acc(c, fx) for c in best], [_acc(c, ry) for c in best], s=120 if not ref else 160, marker="*" if ref else "o",
+                   color=colours(k), edgecolors="black", linewidths=0.7, label=method, zorder=3)
+    ax.set_xlabel(f"accuracy on {Split(fx).symbol} (forget, % — lower is better)")
+    ax.set_ylabel(f"accuracy on {Split(ry).symbol} (retain, % — higher is better)")
+    ax.set_xlim(-3, 103)
+    ax.set_ylim(-3, 103)
+    ax.axvline(50, color="grey", lw=0.6, ls=":")
+    ax.annotate("ideal", (0, 100), xytext=(6, 90), fontsize=8, color="grey", arrowprops={"arrowstyle": "->", "color": "grey"})
+    ax.grid(alpha=0.25)
+    ax.legend(fontsize=8, loc="lower right", framealpha=0.9)
+    ax.set_title("Forget / retain trade-off (large marker: selected cell)", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def sweep_plot(cells: Sequence[Cell], param: str, path: str | Path, xlabel: str | None = None) -> Path:
+    """Accuracy on each split as ``param`` varies (e.g. the prompt length p, the paper's Figure 2)."""
+    plt = _plt()
+    swept = sorted((c for c in cells if param in c["params"]), key=lambda c: float(c["params"][param]))
+    xs = [float(c["params"][param]) for c in swept]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    styles = {"train_retain": ("tab:blue", "-", "o"), "test_retain": ("tab:blue", "--", "s"),
+              "train_forget": ("tab:red", "-", "o"), "test_forget": ("tab:red", "--", "s")}
+    for split, (colour, ls, marker) in styles.items():
+        if swept and split in swept[0]["result"]["metrics"]:
+            ax.plot(xs, [_acc(c, split) for c in swept], color=colour, ls=ls, marker=marker, label=f"{Split(split).symbol} ({'retain' if 'retain' in split else 'forget'})")
+    ax.set_xlabel(xlabel or param)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(-3, 103)
+    ax.set_xticks(sorted(set(xs)))
+    ax.grid(alpha=0.25)
+    ax.legend(fontsize=8)
+    ax.set_title(f"Accuracy against {xlabel or param}", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def experiment_figures(cells: Sequence[Cell], folder: str | Path) -> list[Path]:
+    folder = Path(folder)
+    paths = [tradeoff_plot(cells, folder / "tradeoff.png")]
+    if sum("prompt_length" in c["params"] for c in cells) >= 2:
+        paths.append(sweep_plot(cells, "prompt_length", folder / "prompt_length.png", "soft prompt length p"))
+    return paths
+
+
+def last_layer_representations(model, encoder, texts: list[str], prompt=None, batch_size: int = 32):
+    """Final hidden state at the answer position (the last prompt token) for each text, ``[N, d]`` float32."""
+    import torch
+
+    from spul.models.forward import hidden_states, pad_left
+
+    device = next(model.parameters()).device
+    prompts = encoder.encode_prompts(texts)
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(prompts), batch_size):
+            chunk = prompts[i : i + batch_size]
+            ids, mask = pad_left(chunk, encoder.tokenizer.pad_token_id, device)
+            p = prompt(len(chunk)) if prompt is not None else None
+            out.append(hidden_states(model, ids, mask, p)[:, -1, :].float().cpu())
+    return torch.cat(out).numpy()
+
+
+def tsne_figure(peft_model, encoder, data, path: str | Path, max_per_split: int = 200, seed: int = 0, title: str = "") -> Path:
+    """Two t-SNE panels of test representations, without and with the soft prompt; colour = forget/retain,
+    marker = true label. Separation of forget from retain with the prompt is what SPUL's prompt induces."""
+    from sklearn.manifold import TSNE
+
+    from spul.models.soft_prompt import prompt_vectors
+
+    plt = _plt()
+    frames = []
+    for split in (Split.TEST_FORGET, Split.TEST_RETAIN):
+        df = data[split]
+        frames.append((split, df.sample(n=min(len(df), max_per_split), random_state=seed)))
+    texts = [t for _, df in frames for t in df["text"].tolist()]
+    labels = np.concatenate([df["label"].to_numpy() for _, df in frames])
+    forget = np.concatenate([np.full(len(df), split.is_forget) for split, df in frames])
+    dtype = peft_model.get_input_embeddings().weight.dtype
+    panels = {
+        "without soft prompt": last_layer_representations(peft_model, encoder, texts, None),
+        "with soft prompt": last_layer_representations(peft_model, encoder, texts, lambda n: prompt_vectors(peft_model, n, dtype)),
+    }
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.8), dpi=120)
+    markers = ["o", "^", "s", "D", "v", "P"]
+    words = encoder.task.label_words
+    for ax, (name, reps) in zip(axes, panels.items()):
+        xy = TSNE(n_components=2, perplexity=min(30, max(5, len(texts) // 4)), init="pca", random_state=seed).fit_transform(reps)
+        for is_f, colour, group in ((False, "tab:blue", "retain"), (True, "tab:red", "forget")):
+            for lab in sorted(set(labels.tolist())):
+                sel = (forget == is_f) & (labels == lab)
+                if sel.any():
+                    ax.scatter(xy[sel, 0], xy[sel, 1], s=16, c=colour, marker=markers[lab % len(markers)], alpha=0.7,
+                               edgecolors="none", label=f"{group}, {words[lab]}")
+        ax.set_title(name, fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[1].legend(fontsize=8, loc="best", framealpha=0.9)
+    fig.suptitle(f"t-SNE of last-layer representations at the answer position{(' — ' + title) if title else ''}", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _save(fig, path: str | Path) -> Path:
+    from spul.io import atomic_path
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    plt = _plt()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return path

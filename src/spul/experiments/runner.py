@@ -1,0 +1,312 @@
+"""Run every cell of an experiment, caching each finished cell, and write tables, CSV and figures.
+
+Layout under ``output_dir``:
+
+    shared/             prepared data + the familiarised base model (once per experiment)
+    cells/<id>.json     one finished cell (written atomically; its presence with the same key = skip)
+    work/<id>/          the cell's artifact (soft prompt or baseline adapter) and evaluation cache
+    results.json|csv|md the whole experiment; figures/*.png
+
+An interrupted run resumes: finished cells are read back, the others are computed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from spul.configuration import dump_yaml, to_dict
+from spul.data.encoding import TaskEncoder
+from spul.data.splits import SPLITS, Split, UnlearningData
+from spul.data.tasks import Task
+from spul.evaluation.evaluate import ModelResult, evaluate_model
+from spul.experiments.config import ExperimentConfig, MethodKind, MethodSpec
+from spul.experiments.measure import measure
+from spul.io import read_json, sha256_text, write_json, write_text
+
+log = logging.getLogger(__name__)
+
+REFERENCE = "reference"
+
+
+@dataclass
+class Cell:
+    """One unit of work: a method at one grid point and one forget fraction τ."""
+
+    id: str
+    method: str
+    kind: str
+    params: dict[str, Any]
+    tau: float
+    spec: MethodSpec | None = None
+
+    @property
+    def display(self) -> str:
+        inner = ", ".join(f"{k}={v}" for k, v in self.params.items())
+        if self.tau < 1:
+            inner = ", ".join(x for x in (inner, f"τ={self.tau:g}") if x)
+        return f"{self.method} ({inner})" if inner else self.method
+
+
+@dataclass
+class ExperimentOutcome:
+    cells: list[dict[str, Any]]
+    computed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    output_dir: Path = Path(".")
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^0-9A-Za-z.=-]+", "_", text).strip("_").lower()
+
+
+def plan_cells(cfg: ExperimentConfig) -> list[Cell]:
+    cells = []
+    for spec in cfg.methods:
+        for point in spec.points():
+            for tau in cfg.forget_fractions:
+                parts = [spec.name] + [f"{k}={v}" for k, v in point.items()] + ([f"tau={tau:g}"] if len(cfg.forget_fractions) > 1 or tau < 1 else [])
+                cells.append(Cell(id=_slug("-".join(parts)), method=spec.name, kind=spec.kind.value, params=dict(point), tau=tau, spec=spec))
+    ids = [c.id for c in cells]
+    if len(set(ids)) != len(ids):
+        from spul.errors import ConfigError
+
+        raise ConfigError("two cells of the experiment get the same id", "give methods distinct names and grids distinct values")
+    return cells
+
+
+def forget_subset(data: UnlearningData, tau: float, seed: int) -> UnlearningData:
+    """``data`` with train_forget reduced to a seeded τ fraction (label-stratified); τ=1 returns ``data``."""
+    if tau >= 1:
+        return data
+    n = max(1, round(len(data[Split.TRAIN_FORGET]) * tau))
+    return data.subsample({Split.TRAIN_FORGET.value: n}, seed=seed)
+
+
+def _derived(model_cfg, path: str):
+    from spul.models.loading import ModelConfig
+
+    fields = to_dict(model_cfg)
+    fields["name_or_path"] = path
+    return ModelConfig(**fields)
+
+
+class ExperimentRunner:
+    def __init__(self, cfg: ExperimentConfig, progress: Callable[[str], None] | None = None):
+        self.cfg = cfg
+        self.out = Path(cfg.output_dir)
+        self.say = progress or (lambda msg: log.info(msg))
+        self.task = Task(cfg.task)
+        self.run_cfg = cfg.run_config(str(self.out / "shared"))
+        self._data: UnlearningData | None = None
+        self._base: str | None = None
+
+    # -- shared steps ------------------------------------------------------------------------------------
+    def shared(self) -> tuple[UnlearningData, str]:
+        from spul import pipeline
+
+        if self._data is None:
+            self._data = pipeline.prepare(self.run_cfg)
+            with measure() as cost:
+                self._base = pipeline.finetune(self.run_cfg, self._data)
+            self.finetune_seconds = cost.seconds
+        return self._data, self._base
+
+    def _key(self, cell: Cell) -> str:
+        data, base = self.shared()
+        settings = to_dict(cell.spec.method_config(cell.params)) if cell.spec else {}
+        return sha256_text(cell.kind, repr(settings), repr(cell.tau), repr(data.fingerprints()), base,
+                           repr(to_dict(self.cfg.model)), repr(to_dict(self.cfg.task)), repr(to_dict(self.cfg.evaluation.splits)))[:20]
+
+    def cell_path(self, cell_id: str) -> Path:
+        return self.out / "cells" / f"{cell_id}.json"
+
+    def cached(self, cell: Cell) -> dict[str, Any] | None:
+        path = self.cell_path(cell.id)
+        if not path.is_file():
+            return None
+        try:
+            record = read_json(path)
+        except ValueError:
+            return None  # a damaged cell file is recomputed
+        return record if record.get("key") == self._key(cell) else None
+
+    # -- cells ----------------------------------------------------------------------------------------------
+    def reference_cells(self) -> list[Cell]:
+        cells = []
+        if self.cfg.evaluation.include_vanilla and self.cfg.finetune.enabled:
+            cells.append(Cell(id="vanilla", method="Vanilla (zero-shot)", kind=REFERENCE, params={"model": "pretrained"}, tau=1.0))
+        name = "Base (familiarized)" if self.cfg.finetune.enabled else "Base"
+        cells.append(Cell(id="base", method=name, kind=REFERENCE, params={"model": "base"}, tau=1.0))
+        return cells
+
+    def _evaluate(self, model, tokenizer, name: str, identity: str, cell_id: str, provider=None) -> ModelResult:
+        data, _ = self.shared()
+        encoder = TaskEncoder(self.task, tokenizer, self.cfg.model.max_length)
+        return evaluate_model(model, encoder, data, self.cfg.evaluation, name=name, identity=identity, prompt_provider=provider,
+                              cache_dir=self.out / "work" / cell_id / "cache")
+
+    def compute(self, cell: Cell) -> dict[str, Any]:
+        from spul.models.loading import load_model, weights_fingerprint
+
+        data, base = self.shared()
+        started = time.perf_counter()
+        info: dict[str, Any] = {}
+        if cell.kind == REFERENCE:
+            path = self.cfg.model.name_or_path if cell.id == "vanilla" else base
+            model, tok = load_model(_derived(self.cfg.model, path))
+            result = self._evaluate(model, tok, cell.method, weights_fingerprint(model), cell.id)
+            info["trainable_parameters"] = 0
+        else:
+            work = self.out / "work" / cell.id
+            train_data = forget_subset(data, cell.tau, self.cfg.data.seed)
+            mcfg = cell.spec.method_config(cell.params)
+            with measure() as cost:
+                if cell.kind == MethodKind.SPUL.value:
+                    artifact = self._train_spul(mcfg, train_data, base, work)
+                else:
+                    from spul.methods.baselines import train_baseline
+
+                    artifact = train_baseline(self.cfg.model, self.task, train_data, mcfg, work, base)
+            meta = read_json(artifact / "spul.json")
+            if cell.kind == MethodKind.SPUL.value:
+                from spul.artifacts import load_soft_prompt
+                from spul.models.soft_prompt import prompt_vectors
+
+                model, tok = load_model(_derived(self.cfg.model, base))
+                peft_model, _ = load_soft_prompt(model, artifact)
+                dtype = peft_model.get_input_embeddings().weight.dtype
+                provider = lambda n, rows: (prompt_vectors(peft_model, n, dtype), None)  # noqa: E731
+                result = self._evaluate(peft_model, tok, cell.display, meta["created"] + cell.id, cell.id, provider)
+            else:
+                from spul.methods.baselines import load_baseline
+
+                model, tok, _ = load_baseline(self.cfg.model, artifact)
+                result = self._evaluate(model, tok, cell.display, meta["created"] + cell.id, cell.id)
+            train_seconds = float(meta["training"]["seconds"])
+            info.update({
+                "artifact": str(artifact),
+                "trainable_parameters": int(meta["trainable_parameters"]),
+                "train_seconds": round(train_seconds, 2),
+                "seconds_per_epoch": round(train_seconds / float(mcfg.num_epochs), 2),
+                "steps": meta["training"]["steps"],
+                "train_rows": train_data.sizes(),
+                "peak_memory_mb": cost.peak_memory_mb,
+                "memory_kind": cost.memory_kind,
+                "settings": to_dict(mcfg),
+            })
+        info["wall_seconds"] = round(time.perf_counter() - started, 2)
+        return {"id": cell.id, "key": self._key(cell), "method": cell.method, "kind": cell.kind, "params": cell.params,
+                "tau": cell.tau, "name": cell.display, "result": result.as_dict(), "info": info}
+
+    def _train_spul(self, mcfg, train_data: UnlearningData, base: str, work: Path) -> Path:
+        from spul import pipeline
+
+        run = self.cfg.run_config(str(work))
+        run.unlearn = mcfg
+        return pipeline.unlearn(run, train_data, base, resume=True)
+
+    # -- the whole experiment -------------------------------------------------------------------------------
+    def run(self) -> ExperimentOutcome:
+        self.out.mkdir(parents=True, exist_ok=True)
+        write_text(self.out / "config.yaml", dump_yaml(self.cfg))
+        self.shared()
+        outcome = ExperimentOutcome(cells=[], output_dir=self.out)
+        cells = self.reference_cells() + plan_cells(self.cfg)
+        for i, cell in enumerate(cells, 1):
+            record = self.cached(cell)
+            if record is not None:
+                outcome.skipped.append(cell.id)
+                self.say(f"[{i}/{len(cells)}] {cell.id}: cached")
+            else:
+                self.say(f"[{i}/{len(cells)}] {cell.id}: running")
+                record = self.compute(cell)
+                write_json(self.cell_path(cell.id), record)
+                outcome.computed.append(cell.id)
+                self.say(f"[{i}/{len(cells)}] {cell.id}: done in {record['info']['wall_seconds']:.0f} s")
+            outcome.cells.append(record)
+        mark_selected(outcome.cells, self.cfg.selection.max_retain_drop)
+        self.write_outputs(outcome)
+        return outcome
+
+    def write_outputs(self, outcome: ExperimentOutcome) -> None:
+        from spul.evaluation import figures
+
+        cells = outcome.cells
+        write_json(self.out / "results.json", {"experiment": self.cfg.name, "config": self.cfg.as_dict(), "cells": cells,
+                                               "selection_rule": selection_rule(self.cfg.selection.max_retain_drop)})
+        write_text(self.out / "results.csv", cells_csv(cells))
+        md = figures.experiment_markdown(self.cfg.name, cells, selection_rule(self.cfg.selection.max_retain_drop), self._data.sizes())
+        write_text(self.out / "results.md", md)
+        if self.cfg.figures:
+            figures.experiment_figures(cells, self.out / "figures")
+        if self.cfg.tsne:
+            self.tsne(cells)
+
+    def tsne(self, cells: list[dict[str, Any]]) -> Path | None:
+        """t-SNE of the selected SPUL cell's last-layer representations, with and without its prompt."""
+        from spul.artifacts import load_soft_prompt
+        from spul.evaluation.figures import tsne_figure
+        from spul.models.loading import load_model
+
+        chosen = [c for c in cells if c["kind"] == MethodKind.SPUL.value and c.get("selected")]
+        if not chosen:
+            return None
+        data, base = self.shared()
+        model, tok = load_model(_derived(self.cfg.model, base))
+        peft_model, _ = load_soft_prompt(model, chosen[0]["info"]["artifact"])
+        encoder = TaskEncoder(self.task, tok, self.cfg.model.max_length)
+        return tsne_figure(peft_model, encoder, data, self.out / "figures" / "tsne.png", title=chosen[0]["name"])
+
+
+def selection_rule(max_drop: float) -> str:
+    return (f"per method (and τ), the grid cell with the lowest test-forget accuracy among those whose test-retain accuracy is at most "
+            f"{max_drop:g} points below the base model's; if none qualifies, the cell with the highest test-retain accuracy")
+
+
+def _acc(cell: dict[str, Any], split: str) -> float:
+    return float(cell["result"]["metrics"][split]["accuracy"])
+
+
+def mark_selected(cells: list[dict[str, Any]], max_retain_drop: float) -> None:
+    """Set ``selected`` on the best cell of each (method, τ) group; see ``SelectionConfig``."""
+    base = next((c for c in cells if c["id"] == "base"), None)
+    floor = _acc(base, "test_retain") - max_retain_drop / 100 if base else -1.0
+    groups: dict[tuple[str, float], list[dict[str, Any]]] = {}
+    for c in cells:
+        c["selected"] = c["kind"] == REFERENCE
+        if c["kind"] != REFERENCE:
+            groups.setdefault((c["method"], c["tau"]), []).append(c)
+    for group in groups.values():
+        ok = [c for c in group if _acc(c, "test_retain") >= floor - 1e-9]
+        best = min(ok, key=lambda c: (_acc(c, "test_forget"), -_acc(c, "test_retain"))) if ok else max(group, key=lambda c: _acc(c, "test_retain"))
+        best["selected"] = True
+
+
+def cells_csv(cells: list[dict[str, Any]]) -> str:
+    param_keys = sorted({k for c in cells for k in c["params"]})
+    head = ["id", "method", "kind", "tau", "selected"] + [f"param_{k}" for k in param_keys]
+    for s in SPLITS:
+        head += [f"acc_{s.value}", f"f1_{s.value}", f"generic_{s.value}"]
+    head += ["trainable_parameters", "train_seconds", "seconds_per_epoch", "peak_memory_mb", "memory_kind", "wall_seconds"]
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(head)
+    for c in cells:
+        row = [c["id"], c["method"], c["kind"], c["tau"], c.get("selected", False)] + [c["params"].get(k, "") for k in param_keys]
+        for s in SPLITS:
+            m = c["result"]["metrics"].get(s.value)
+            row += [m["accuracy"], m["f1_weighted"], m["generic_rate"]] if m else ["", "", ""]
+        row += [c["info"].get(k, "") for k in ("trainable_parameters", "train_seconds", "seconds_per_epoch", "peak_memory_mb", "memory_kind", "wall_seconds")]
+        writer.writerow(row)
+    return buf.getvalue()
+
+
+def run_experiment(cfg: ExperimentConfig, progress: Callable[[str], None] | None = None) -> ExperimentOutcome:
+    return ExperimentRunner(cfg, progress).run()
