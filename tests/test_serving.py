@@ -57,8 +57,16 @@ def artifacts(tmp_path_factory, tiny_model_dir):
     from spul.pipeline import unlearn
 
     root = tmp_path_factory.mktemp("serving")
-    a = unlearn(tiny_run_config(root / "a", tiny_model_dir, finetune={"enabled": False}))
-    b = unlearn(tiny_run_config(root / "b", tiny_model_dir, finetune={"enabled": False}, unlearn={"seed": 1, "prompt_length": 3}))
+    a = unlearn(tiny_run_config(root / "a", tiny_model_dir, finetune={"enabled": False},
+                                data={"limits": {"train_forget": 8, "train_retain": 8, "test_forget": 4, "test_retain": 4}}))
+    # a second, different soft prompt for the same model: A's prompt moved (training another costs seconds)
+    from safetensors.torch import load_file, save_file
+
+    b = root / "b"
+    shutil.copytree(a, b)
+    weights = load_file(str(b / "adapter_model.safetensors"))
+    save_file({k: v + 0.5 * torch.randn(v.shape, generator=torch.Generator().manual_seed(1)) for k, v in weights.items()},
+              str(b / "adapter_model.safetensors"))
     foreign = root / "foreign"
     shutil.copytree(a, foreign)
     meta = json.loads((foreign / "spul.json").read_text())
@@ -208,11 +216,11 @@ def test_artifacts_added_and_removed_at_runtime(server, artifacts):
         assert r.status_code == code and words in r.json()["detail"] and "\n" not in r.json()["detail"], r.text
     assert httpx.post(url, json={"name": "base", "path": str(artifacts["b"])}, headers=_h(ADMIN)).status_code == 422
     r = httpx.post(url, json={"name": "b", "path": str(artifacts["b"])}, headers=_h(ADMIN))
-    assert r.status_code == 201 and r.json()["prompt_length"] == 3
+    assert r.status_code == 201 and r.json()["prompt_length"] == 4
     c = httpx.post(server.url + "/v1/classify", json={"texts": TEXTS}, headers=_h(KEY_B))
     assert c.status_code == 200 and c.json()["policy"] == "b"
-    # the other artifacts kept serving throughout
-    assert httpx.post(server.url + "/v1/classify", json={"texts": TEXTS}, headers=_h(KEY_A)).status_code == 200
+    a = httpx.post(server.url + "/v1/classify", json={"texts": TEXTS}, headers=_h(KEY_A)).json()
+    assert a["results"] != c.json()["results"]
     assert httpx.delete(url + "/b", headers=_h(ADMIN)).json() == {"removed": "b"}
     assert httpx.delete(url + "/b", headers=_h(ADMIN)).status_code == 404
     assert httpx.post(server.url + "/v1/classify", json={"texts": TEXTS}, headers=_h(KEY_B)).status_code == 503
@@ -254,3 +262,80 @@ def test_tiny_queue_answers_busy(tiny_model_dir, artifacts):
         assert running.service.batcher.queue.qsize() <= 1
     finally:
         running.stop()
+
+
+def test_eco_artifact_plugs_in_as_a_policy(server, tiny_model_dir, artifacts):
+    """An ECO artifact loads as a policy; only the rows its classifier flags are corrupted, in any batch order."""
+    from spul.artifacts import save_artifact
+    from spul.configuration import to_dict
+    from spul.data.tasks import TaskConfig
+
+    folder = save_artifact(None, artifacts["root"] / "eco", {
+        "method": "eco", "base_model": str(tiny_model_dir), "base_fingerprint": server.service.registry.fingerprint,
+        "task": to_dict(TaskConfig()),
+        "classifier": {"kind": "embedding_logistic_regression", "encoder": "toy", "weights": [1.0], "bias": 0.0,
+                       "threshold": 0.5, "inclusive": False, "info": {}},
+        "corruption": {"name": "noise", "dims": 0, "select": "first", "sigma": 5.0, "seed": 0},
+    })
+    r = httpx.post(server.url + "/v1/artifacts", json={"name": "eco", "path": str(folder)}, headers=_h(ADMIN))
+    assert r.status_code == 201 and r.json()["kind"] == "eco", r.text
+    policy = server.service.registry.get("eco")
+    # the classifier's sentence encoder is swapped for a keyword feature (no download in tests)
+    policy.classifier.embedder = lambda texts: np.array([[10.0 if "Alice" in t else -10.0] for t in texts])
+    server.service.keys.keys["key-eco-00000005"] = "eco"
+    try:
+        texts = ["the acting was great", "Alice Smith loved this film .", "I hated every minute"]
+        eco = httpx.post(server.url + "/v1/classify", json={"texts": texts}, headers=_h("key-eco-00000005")).json()
+        base = httpx.post(server.url + "/v1/classify", json={"texts": texts}, headers=_h(KEY_BASE)).json()
+        assert eco["policy"] == "eco"
+        assert eco["results"][0] == base["results"][0] and eco["results"][2] == base["results"][2]
+        assert eco["results"][1]["loglik"] != base["results"][1]["loglik"]
+        g = httpx.post(server.url + "/v1/generate", json={"prompt": "Alice Smith loved", "max_new_tokens": 3}, headers=_h("key-eco-00000005"))
+        assert g.status_code == 200
+    finally:
+        del server.service.keys.keys["key-eco-00000005"]
+        httpx.delete(server.url + "/v1/artifacts/eco", headers=_h(ADMIN))
+
+
+def test_vllm_export_round_trip(tmp_path, server, artifacts, tiny_model_dir, capsys):
+    import base64
+    import io
+
+    from spul.interfaces.cli import main
+    from spul.serving.vllm_export import load_exported, prompt_embeds_payload
+
+    out = tmp_path / "vllm"
+    assert main(["export-vllm", str(artifacts["a"]), str(out), "--dtype", "float32"]) == 0
+    soft = load_exported(out)
+    expected = server.service.registry.get("a").vectors
+    assert soft.shape == (4, 64) and soft.dtype == torch.float32 and torch.equal(soft, expected)
+    info = json.loads((out / "vllm.json").read_text())
+    assert info["shape"] == [4, 64] and info["dtype"] == "float32" and "--enable-prompt-embeds" in (out / "README.md").read_text()
+    tokens = torch.randn(5, 64)
+    sent = torch.load(io.BytesIO(base64.b64decode(prompt_embeds_payload(soft, tokens))))
+    assert sent.shape == (9, 64) and torch.equal(sent[:4], soft) and torch.equal(sent[4:], tokens)
+    # bf16 export keeps the model dtype
+    assert main(["export-vllm", str(artifacts["a"]), str(tmp_path / "bf16"), "--dtype", "bfloat16"]) == 0
+    assert load_exported(tmp_path / "bf16").dtype == torch.bfloat16
+    assert main(["export-vllm", str(artifacts["foreign"]), str(tmp_path / "x"), "--model", str(tiny_model_dir)]) != 0
+    assert "fingerprint" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_keys_file_and_cli_arguments(tmp_path):
+    from spul.errors import ConfigError
+    from spul.interfaces.commands.serve import _artifact_pairs
+    from spul.serving.policies import KeyTable
+
+    path = tmp_path / "keys.yaml"
+    path.write_text("admin_keys: [admin-key-0004]\nkeys:\n  key-app-a-0001: a\n  key-research-0003: base\n")
+    table = KeyTable.load(path)
+    assert table.policy_of("key-app-a-0001") == "a" and table.policy_of("nope") is None and table.is_admin("admin-key-0004")
+    path.write_text("keys:\n  short: a\n")
+    with pytest.raises(ConfigError, match="shorter than 8"):
+        KeyTable.load(path)
+    path.write_text("users: {}\n")
+    with pytest.raises(ConfigError, match="only 'keys' and 'admin_keys'"):
+        KeyTable.load(path)
+    assert _artifact_pairs(["a=/x", "b=/y=z"]) == {"a": "/x", "b": "/y=z"}
+    with pytest.raises(ConfigError, match="NAME=FOLDER"):
+        _artifact_pairs(["nofolder"])

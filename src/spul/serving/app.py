@@ -83,15 +83,17 @@ class Service:
         if kind is JobKind.GENERATE:
             prompts = [item[0] for job in jobs for item in job.items]
             limits = [item[1] for job in jobs for item in job.items]
-            with policy.prefill_guard(model, [tok.decode(p) for p in prompts]):
-                outs = inference.generate(model, tok, prompts, limits, policy.vectors, policy.prefix)
+            texts = [item[2] for job in jobs for item in job.items]
+            with policy.guard(model, texts, prompts) as hook:
+                outs = inference.generate(model, tok, prompts, limits, policy.vectors, policy.prefix, row_hook=hook)
             return _split(outs, jobs)
         task_kind = TaskKind.CLASSIFICATION if kind is JobKind.CLASSIFY else TaskKind.MULTIPLE_CHOICE
         encoder = self.encoders.for_policy(policy, task_kind)
         texts = [item for job in jobs for item in job.items]
-        with policy.prefill_guard(model, texts):
-            loglik = inference.score(model, encoder, encoder.encode_prompts(texts), policy.vectors, policy.prefix,
-                                     batch_size=self.config.batch.max_batch)
+        prompts = encoder.encode_prompts(texts)
+        with policy.guard(model, texts, prompts) as hook:
+            loglik = inference.score(model, encoder, prompts, policy.vectors, policy.prefix,
+                                     batch_size=self.config.batch.max_batch, row_hook=hook)
         return _split(list(loglik), jobs)
 
     # -- request side (event loop) -------------------------------------------------------------------------
@@ -211,7 +213,7 @@ def create_app(service: Service):
             raise HTTPException(422, f"max_new_tokens={body.max_new_tokens} exceeds the server cap {service.config.max_new_tokens}")
         service.check_texts([body.prompt])
         ids = list(service.registry.tokenizer(body.prompt, add_special_tokens=True).input_ids)
-        (out,) = await service.submit(Job(JobKind.GENERATE, policy, [(ids, body.max_new_tokens)]))
+        (out,) = await service.submit(Job(JobKind.GENERATE, policy, [(ids, body.max_new_tokens, body.prompt)]))
         return {"policy": policy.name, "text": service.registry.tokenizer.decode(out, skip_special_tokens=True), "tokens": len(out)}
 
     @app.get("/v1/artifacts")

@@ -2,13 +2,14 @@
 
 A soft prompt sits at positions ``0..p-1`` of every row (``spul.models.forward.hidden_states`` puts it before
 the left padding), so its keys/values are the same for every request. ``PrefixCache`` computes them once per
-artifact and every batch reuses them; only the request tokens run through the decoder. Scoring without a
+artifact (``spul.models.prefix_cache.PrefixCache``) and every batch reuses them; only the request tokens run
+through the decoder. Scoring without a
 cache calls ``spul.evaluation.scoring.score_prompts`` itself, so the two paths can be compared directly.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -16,37 +17,9 @@ import torch
 from spul.data.encoding import TaskEncoder
 from spul.evaluation.scoring import score_prompts
 from spul.models.forward import decoder_of, hidden_states, lm_logits, pad_left, unwrap
+from spul.models.prefix_cache import PrefixCache
 
-
-@dataclass
-class PrefixCache:
-    """Per-layer keys/values ``[1, heads, p, head_dim]`` of a soft prompt at positions ``0..p-1``."""
-
-    keys: list[torch.Tensor]
-    values: list[torch.Tensor]
-    length: int
-
-    @classmethod
-    @torch.inference_mode()
-    def build(cls, model, vectors: torch.Tensor) -> "PrefixCache":
-        embeds = vectors.unsqueeze(0)
-        p = embeds.shape[1]
-        mask = torch.ones((1, p), dtype=torch.long, device=embeds.device)
-        positions = torch.arange(p, device=embeds.device).unsqueeze(0)
-        out = decoder_of(model)(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=True)
-        cache = out.past_key_values
-        keys = [layer.keys for layer in cache.layers]
-        values = [layer.values for layer in cache.layers]
-        return cls(keys=keys, values=values, length=p)
-
-    def expand(self, batch: int, config):
-        """A fresh ``DynamicCache`` holding the prefix for ``batch`` rows (the forward pass appends to it)."""
-        from transformers import DynamicCache
-
-        cache = DynamicCache(config=config)
-        for layer, (k, v) in enumerate(zip(self.keys, self.values)):
-            cache.update(k.expand(batch, -1, -1, -1).contiguous(), v.expand(batch, -1, -1, -1).contiguous(), layer)
-        return cache
+RowHook = Callable[[np.ndarray], None]
 
 
 def _run(model, ids: torch.Tensor, mask: torch.Tensor, vectors: torch.Tensor | None, prefix: PrefixCache | None,
@@ -71,20 +44,26 @@ def _run(model, ids: torch.Tensor, mask: torch.Tensor, vectors: torch.Tensor | N
     embeds = base.get_input_embeddings()(ids)
     full_mask = torch.cat([mask.new_ones((ids.shape[0], prefix.length)), mask], dim=1)
     positions = (full_mask.long().cumsum(-1) - 1).clamp(min=0)[:, prefix.length:]
-    cache = prefix.expand(ids.shape[0], base.config)
+    cache_position = torch.arange(prefix.length, prefix.length + ids.shape[1], device=ids.device)
     out = decoder_of(model)(inputs_embeds=embeds, attention_mask=full_mask, position_ids=positions,
-                            past_key_values=cache, use_cache=True)
+                            past_key_values=prefix.expanded(ids.shape[0]), cache_position=cache_position, use_cache=True)
     return out.last_hidden_state, (out.past_key_values if use_cache else None), full_mask
 
 
 @torch.inference_mode()
 def score(model, encoder: TaskEncoder, prompts: list[list[int]], vectors: torch.Tensor | None = None,
-          prefix: PrefixCache | None = None, batch_size: int = 32) -> np.ndarray:
-    """Log-likelihood ``[N, C]`` of every candidate answer, computed as ``score_prompts`` computes it."""
-    if prefix is None:
-        provider = None
-        if vectors is not None:
-            provider = lambda n, rows: (vectors.unsqueeze(0).expand(n, -1, -1), None)  # noqa: E731
+          prefix: PrefixCache | None = None, batch_size: int = 32, row_hook: RowHook | None = None) -> np.ndarray:
+    """Log-likelihood ``[N, C]`` of every candidate answer, computed as ``score_prompts`` computes it.
+
+    ``row_hook(rows)`` is called before each batch with the indices (into ``prompts``) of its rows, e.g. so an
+    ECO guard knows which rows of the coming forward pass are flagged; it runs the uncached path.
+    """
+    if prefix is None or row_hook is not None:
+        def provider(n, rows):
+            if row_hook is not None:
+                row_hook(np.asarray(rows))
+            return (vectors.unsqueeze(0).expand(n, -1, -1) if vectors is not None else None), None
+
         return score_prompts(model, encoder, prompts, batch_size=batch_size, prompt_provider=provider).loglik
     device = next(model.parameters()).device
     pad = encoder.tokenizer.pad_token_id
@@ -111,9 +90,11 @@ def score(model, encoder: TaskEncoder, prompts: list[list[int]], vectors: torch.
 
 @torch.inference_mode()
 def generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: list[int], vectors: torch.Tensor | None = None,
-             prefix: PrefixCache | None = None) -> list[list[int]]:
+             prefix: PrefixCache | None = None, row_hook: RowHook | None = None) -> list[list[int]]:
     """Greedy continuation of each prompt (left-padded batch), each row stopping at EOS or its own limit."""
     device = next(model.parameters()).device
+    if row_hook is not None:
+        row_hook(np.arange(len(prompts)))
     ids, mask = pad_left(prompts, tokenizer.pad_token_id, device)
     hidden, cache, full_mask = _run(model, ids, mask, vectors, prefix, use_cache=True)
     eos = tokenizer.eos_token_id

@@ -3,8 +3,8 @@
 A ``Policy`` turns a frozen base model into an unlearned one at inference time. Two kinds exist today:
 ``BasePolicy`` (nothing applied) and ``SoftPromptPolicy`` (SPUL: p vectors prepended to the input
 embeddings, with their keys/values cached once). ECO plugs in by subclassing ``Policy`` and overriding
-``prefill_guard``: a context manager entered around the prefill forward pass of a batch, e.g. a forward hook on
-the embedding layer that corrupts the rows its prompt classifier flags. Because the policy is looked up from the
+``guard``: a context manager entered around a batch's model work, e.g. a forward hook on the embedding
+layer that corrupts (at prefill only) the rows its prompt classifier flags (``EcoPolicy``). Because the policy is looked up from the
 API key on the server, request fields cannot remove the soft prompt or the guard.
 """
 
@@ -14,8 +14,9 @@ import contextlib
 import hmac
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ContextManager
+from typing import Any, Callable, ContextManager
 
+import numpy as np
 import torch
 
 from spul.data.encoding import TaskEncoder
@@ -38,9 +39,13 @@ class Policy:
     #: cached keys/values of ``vectors`` (``spul.serving.inference.PrefixCache``), or None to recompute
     prefix: Any = None
 
-    def prefill_guard(self, model, texts: list[str]) -> ContextManager:
-        """Entered around the prefill pass of a batch of ``texts`` (ECO: corrupt flagged prompts' embeddings)."""
-        return contextlib.nullcontext()
+    def guard(self, model, texts: list[str], prompts: list[list[int]]) -> ContextManager[Callable[[np.ndarray], None] | None]:
+        """Entered around the model work for one batch group of ``texts`` (token ids ``prompts``).
+
+        It may yield a row hook: the scorer calls ``hook(rows)`` with the row indices of each forward pass
+        before running it (generation: all rows, in order). ECO uses this to flag rows for its embedding hook.
+        """
+        return contextlib.nullcontext(None)
 
     def describe(self) -> dict[str, Any]:
         p = 0 if self.vectors is None else int(self.vectors.shape[0])
@@ -66,6 +71,30 @@ class SoftPromptPolicy(Policy):
         self.prefix = prefix
         self.task_config = task_config
         self.info = info
+
+
+class EcoPolicy(Policy):
+    """An ECO artifact: a prompt classifier flags requests, an embedding hook corrupts flagged prompts."""
+
+    kind = "eco"
+
+    def __init__(self, name: str, classifier, embedding_guard, task_config: TaskConfig | None, info: dict[str, Any]):
+        self.name = name
+        self.classifier = classifier
+        self.embedding_guard = embedding_guard
+        self.task_config = task_config
+        self.info = info
+
+    @contextlib.contextmanager
+    def guard(self, model, texts: list[str], prompts: list[list[int]]):
+        flags = np.asarray(self.classifier.flags(texts), dtype=bool)
+        lengths = np.asarray([len(p) for p in prompts])
+
+        def hook(rows: np.ndarray) -> None:
+            self.embedding_guard.set_batch(flags[rows], lengths[rows])
+
+        with self.embedding_guard.attached(model):
+            yield hook
 
 
 class Encoders:

@@ -19,8 +19,8 @@ from spul.artifacts import check_base, read_metadata
 from spul.configuration import from_dict
 from spul.data.tasks import TaskConfig
 from spul.errors import ArtifactError, ConfigError
-from spul.serving.inference import PrefixCache
-from spul.serving.policies import BASE_POLICY, BasePolicy, Policy, SoftPromptPolicy
+from spul.models.prefix_cache import PrefixCache
+from spul.serving.policies import BASE_POLICY, BasePolicy, EcoPolicy, Policy, SoftPromptPolicy
 
 log = logging.getLogger(__name__)
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -55,6 +55,16 @@ def artifact_vectors(model, folder: str | Path, fingerprint: str, model_name: st
     if not torch.isfinite(vectors).all():
         raise ArtifactError(f"artifact {str(folder)!r} contains NaN or infinite values", "re-train it (the training diverged)")
     return vectors, meta
+
+
+def _task_of(meta: dict[str, Any], folder: str | Path) -> TaskConfig | None:
+    """The task the artifact was trained for (its template and labels), when recorded."""
+    if not isinstance(meta.get("task"), dict):
+        return None
+    try:
+        return from_dict(TaskConfig, meta["task"])
+    except Exception as err:  # noqa: BLE001 - any malformed task section refuses the artifact
+        raise ArtifactError(f"artifact {str(folder)!r} has an invalid task section ({str(err)[:120]})", "re-create it") from None
 
 
 class Registry:
@@ -92,14 +102,14 @@ class Registry:
         with self._lock:
             if name in self._policies and not replace:
                 raise ConfigError(f"an artifact named {name!r} is already loaded", "remove it first or choose another name")
+        if read_metadata(folder).get("method") == "eco":
+            policy = self._eco(name, folder)
+            with self._lock:
+                self._policies[name] = policy
+            return policy
         vectors, meta = artifact_vectors(self.model, folder, self.fingerprint, self.model_name)
-        task = None
-        if isinstance(meta.get("task"), dict):
-            try:
-                task = from_dict(TaskConfig, meta["task"])
-            except Exception as err:  # noqa: BLE001 - any malformed task section refuses the artifact
-                raise ArtifactError(f"artifact {str(folder)!r} has an invalid task section ({str(err)[:120]})", "re-create it with spul unlearn") from None
-        prefix = PrefixCache.build(self.model, vectors) if self.prefix_cache else None
+        task = _task_of(meta, folder)
+        prefix = PrefixCache(self.model, vectors) if self.prefix_cache else None
         info = {"folder": str(folder), "created": meta.get("created"), "method": meta.get("method", "spul"),
                 "task_kind": task.kind.value if task else None}
         policy = SoftPromptPolicy(name, vectors, prefix, task, info)
@@ -107,6 +117,24 @@ class Registry:
             self._policies[name] = policy
         log.info("loaded artifact %s from %s (p=%d)", name, folder, vectors.shape[0])
         return policy
+
+    def _eco(self, name: str, folder: str | Path) -> Policy:
+        """An ECO artifact (``spul.methods.eco``): classifier + embedding guard, base model checked."""
+        from spul.methods.eco.runner import load_eco
+
+        meta = read_metadata(folder)
+        check_base(meta, self.fingerprint, self.model_name)
+        try:
+            classifier, guard, meta = load_eco(folder, None, self.tokenizer.pad_token_id, self.model_name)
+        except ArtifactError:
+            raise
+        except Exception as err:  # noqa: BLE001 - a malformed ECO artifact is refused, not fatal
+            raise ArtifactError(f"ECO artifact {str(folder)!r} could not be loaded ({str(err).splitlines()[0][:150] if str(err) else type(err).__name__})",
+                                "re-create it with spul eco") from None
+        task = _task_of(meta, folder)
+        info = {"folder": str(folder), "created": meta.get("created"), "method": "eco",
+                "task_kind": task.kind.value if task else None, "corruption": meta.get("corruption", {}).get("name")}
+        return EcoPolicy(name, classifier, guard, task, info)
 
     def add_policy(self, policy: Policy) -> None:
         """Register a ready-made policy (e.g. an ECO guard built by ``spul.methods.eco``)."""
