@@ -29,6 +29,7 @@ from spul.evaluation.report import markdown_table, write_report
 from spul.io import read_json, sha256_text, write_json, write_text
 from spul.methods.finetune.config import FinetuneConfig
 from spul.methods.spul.config import SpulConfig
+from spul.methods.eco.config import EcoConfig
 from spul.models.loading import ModelConfig, load_model, resolve_device, weights_fingerprint
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     unlearn: SpulConfig = field(default_factory=SpulConfig)
+    eco: EcoConfig = field(default_factory=EcoConfig)
     evaluation: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self) -> None:

