@@ -339,3 +339,18 @@ def test_keys_file_and_cli_arguments(tmp_path):
     assert _artifact_pairs(["a=/x", "b=/y=z"]) == {"a": "/x", "b": "/y=z"}
     with pytest.raises(ConfigError, match="NAME=FOLDER"):
         _artifact_pairs(["nofolder"])
+
+
+def test_serve_command_builds_the_service(tmp_path, tiny_model_dir, artifacts, capsys):
+    from spul.interfaces.cli import build_parser
+    from spul.interfaces.commands.serve import build_service
+
+    keys = tmp_path / "keys.yaml"
+    keys.write_text(f"admin_keys: [{ADMIN}]\nkeys:\n  {KEY_A}: a\n  {KEY_B}: b\n")
+    args = build_parser().parse_args(["serve", "--model", str(tiny_model_dir), "--keys", str(keys), "--dtype", "float32",
+                                      "--device", "cpu", "--max-length", "64", "--max-queue", "4",
+                                      "--artifact", f"a={artifacts['a']}", "--artifact", f"bad={artifacts['broken']}"])
+    service = build_service(args)
+    out = capsys.readouterr().out
+    assert service.registry.names() == ["a", "base"] and service.config.batch.max_queue == 4
+    assert "artifact refused" in out and "bad" in out and "['b']" in out
