@@ -30,6 +30,7 @@ from spul.io import read_json, sha256_text, write_json, write_text
 from spul.methods.finetune.config import FinetuneConfig
 from spul.methods.spul.config import SpulConfig
 from spul.methods.eco.config import EcoConfig
+from spul.methods.distributed import is_main_process
 from spul.models.loading import ModelConfig, load_model, resolve_device, weights_fingerprint
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,8 @@ class RunConfig:
 def prepare(cfg: RunConfig) -> UnlearningData:
     """Load and validate the four splits and record them (with fingerprints) under ``output_dir/data``."""
     data = load_unlearning_data(cfg.data, Task(cfg.task))
-    write_splits(data, cfg.out / "data", {"config": to_dict(cfg.data)})
+    if is_main_process():  # under DDP every process loads the data; one records it
+        write_splits(data, cfg.out / "data", {"config": to_dict(cfg.data)})
     return data
 
 
@@ -150,6 +152,8 @@ def unlearn(cfg: RunConfig, data: UnlearningData | None = None, base: str | None
         "training": {"seconds": round(seconds, 1), "steps": trainer.state.global_step, "resumed_from": last,
                      "final_loss": round(float(result.training_loss), 5)},
     }
+    if not trainer.is_world_process_zero():  # under DDP the main process writes the artifact
+        return cfg.out / "artifact"
     return save_artifact(peft_model, cfg.out / "artifact", meta)
 
 

@@ -23,6 +23,7 @@ from spul.errors import TrainingError
 from spul.io import write_text
 from spul.methods import safe_checkpoint
 from spul.methods.losses import IGNORE, answer_positions, per_row_mean, token_nll
+from spul.methods.distributed import average_gradients, is_ddp
 from spul.models.checkpointing import rearm_checkpointing
 from spul.models.forward import hidden_states, lm_logits, pad_left, unwrap
 
@@ -98,6 +99,17 @@ class AnswerTrainer(Trainer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._parts: dict[str, list[float]] = defaultdict(list)
+        # compute_loss returns a per-batch mean and ignores num_items_in_batch, so the Trainer must divide by the
+        # accumulation steps itself (a PEFT forward's **kwargs would otherwise make it skip that division)
+        self.model_accepts_loss_kwargs = False
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        """Under DDP, run on the inner module and average the trainable gradients (see methods/distributed.py)."""
+        if not is_ddp(model):
+            return super().training_step(model, inputs, num_items_in_batch)
+        loss = super().training_step(model.module, inputs, num_items_in_batch)
+        average_gradients(model.module)
+        return loss
 
     def answer_nll(self, model, inputs: dict[str, torch.Tensor], prompt: torch.Tensor | None = None,
                    with_hidden: bool = False):
