@@ -8,10 +8,13 @@ after the prompt, which also covers label words that split into several tokens.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from spul.data.tasks import Task
 from spul.errors import ModelError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,10 @@ class TaskEncoder:
     def encode_prompts(self, texts: list[str]) -> list[list[int]]:
         lead = self.task.text_lead
         text_ids = self.tokenizer([lead + t for t in texts], add_special_tokens=False).input_ids
+        cut = sum(len(ids) > self.text_budget for ids in text_ids)
+        if cut:
+            log.warning("%d of %d texts are longer than the %d tokens model.max_length=%d leaves for them and were truncated "
+                        "(raise model.max_length to keep more)", cut, len(texts), self.text_budget, self.max_length)
         return [self.head_ids + list(ids[: self.text_budget]) + self.tail_ids for ids in text_ids]
 
     def truncated(self, texts: list[str]) -> int:

@@ -150,6 +150,7 @@ def _quiet_libraries() -> None:
         import transformers
 
         transformers.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()  # weight-loading bars would add stderr lines to a one-line error
     except ImportError:
         pass
 
@@ -177,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:  # noqa: BLE001 - last line of defence: one line, not a traceback
         if args.verbose:
             raise
-        if "out of memory" in str(err).lower():
+        if any(m in str(err).lower() for m in ("out of memory", "can't allocate memory", "not enough memory")):
             print("spul: error: out of memory on the device — fix: lower the batch size or max_length, or enable gradient checkpointing", file=sys.stderr)
             return 3
         first = str(err).splitlines()[0][:300] if str(err) else ""
