@@ -183,7 +183,8 @@ def create_app(service: Service):
     async def health() -> dict[str, Any]:
         return {"status": "ok", "model": service.registry.model_name, "fingerprint": service.registry.fingerprint[:12],
                 "policies": service.registry.names(), "queued": service.batcher.queue.qsize() if service.batcher.queue else 0,
-                "batches_run": service.batcher.batches_run, "rows_run": service.batcher.rows_run}
+                "batches_run": service.batcher.batches_run, "rows_run": service.batcher.rows_run,
+                "model_seconds": round(service.batcher.model_seconds, 3)}
 
     @app.post("/v1/classify")
     async def classify(body: ClassifyRequest, authorization: str | None = Header(None), x_api_key: str | None = Header(None)) -> dict[str, Any]:

@@ -65,6 +65,7 @@ class Batcher:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spul-model")
         self.batches_run = 0
         self.rows_run = 0
+        self.model_seconds = 0.0  # time spent in the model thread (the rest of a request's latency is HTTP and queueing)
 
     async def start(self) -> None:
         self.queue = asyncio.Queue(maxsize=self.config.max_queue)
@@ -129,6 +130,7 @@ class Batcher:
                 live = [j for j in chunk if not j.future.done()]  # a client that went away is skipped
                 if not live:
                     continue
+                started = time.perf_counter()
                 try:
                     results = await loop.run_in_executor(self._executor, self.runner, live[0].kind, live[0].policy, live)
                 except Exception as err:  # noqa: BLE001 - one failing batch must not stop the worker
@@ -136,6 +138,7 @@ class Batcher:
                         if not job.future.done():
                             job.future.set_exception(err)
                     continue
+                self.model_seconds += time.perf_counter() - started
                 self.batches_run += 1
                 self.rows_run += sum(len(j.items) for j in live)
                 for job, result in zip(live, results):
