@@ -132,3 +132,18 @@ def test_bad_eco_config_is_a_one_line_error():
         CorruptionConfig(name="melt")
     with pytest.raises(ConfigError, match="alpha"):
         ClassifierConfig(alpha=1.5)
+
+
+def test_generate_corrupts_prefill_only(tiny_model_dir):
+    from spul.methods.eco import CorruptionConfig, EmbeddingGuard
+    from spul.methods.eco.corruptions import Corruption
+
+    model, tok = _fresh(tiny_model_dir)
+    batch = tok(["Harrow Lane is boring", "A Season of Moths is a fine film ."], return_tensors="pt", padding=True)
+    guard = EmbeddingGuard(Corruption(CorruptionConfig(name="noise", sigma=10.0)), tok.pad_token_id)
+    with guard.attached(model):
+        guard.set_batch([True, False], attention_mask=batch["attention_mask"])
+        out = model.generate(**batch, max_new_tokens=3, do_sample=False, pad_token_id=tok.pad_token_id)
+    assert out.shape[1] == batch["input_ids"].shape[1] + 3
+    assert guard.calls == 1  # the prefill; the decode steps (one token each) were left alone
+    assert not model.get_input_embeddings()._forward_hooks

