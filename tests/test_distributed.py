@@ -72,3 +72,23 @@ def test_two_process_ddp_matches_one_process(tmp_path, tiny_model_dir):
     cosine = torch.nn.functional.cosine_similarity(one.flatten(), two.flatten(), dim=0)
     assert cosine > 0.98, f"update directions differ: cosine {cosine:.4f}"
     assert (one - two).norm() < 0.15 * one.norm()
+
+
+def test_gradient_accumulation_matches_full_batch(tmp_path, tiny_model_dir):
+    """Batch 4 × 2 accumulation steps ≈ batch 8: the Trainer must divide each micro-batch loss by 2.
+
+    Without that division (what a PEFT forward's ``**kwargs`` made the Trainer do) the logged loss doubles
+    (17.2 instead of ~9) and the gradients are twice too large before clipping.
+    """
+    import json
+
+    from spul.pipeline import unlearn
+
+    runs = {}
+    for name, batch, steps in (("full", 8, 1), ("accum", 4, 2)):
+        cfg = tiny_run_config(tmp_path / name, tiny_model_dir, finetune={"enabled": False},
+                              unlearn={"sampling": "random", "save_steps": 1000, "batch_size": batch, "gradient_accumulation_steps": steps})
+        unlearn(cfg)
+        runs[name] = json.loads((cfg.out / "artifact" / "spul.json").read_text())["training"]
+    assert runs["full"]["steps"] == runs["accum"]["steps"] == 6
+    assert abs(runs["accum"]["final_loss"] - runs["full"]["final_loss"]) < 0.1 * runs["full"]["final_loss"]
