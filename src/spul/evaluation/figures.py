@@ -38,6 +38,14 @@ def _result(cell: Cell, name: str | None = None) -> ModelResult:
     return r
 
 
+def _tex(split: str) -> str:
+    """``D_f^te`` → mathtext ``$D_{f}^{te}$`` for axis labels and legends."""
+    sym = Split(split).symbol
+    base, sup = sym.split("^") if "^" in sym else (sym, "")
+    name, sub = base.split("_") if "_" in base else (base, "")
+    return f"${name}_{{{sub}}}^{{{sup}}}$"
+
+
 def _fmt_int(n: Any) -> str:
     if n in (None, ""):
         return "–"
@@ -102,6 +110,7 @@ def tradeoff_plot(cells: Sequence[Cell], path: str | Path, split_pair: tuple[str
     fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=120)
     methods = list(dict.fromkeys(c["method"] for c in cells))
     colours = plt.get_cmap("tab10")
+    shapes = ["o", "s", "D", "^", "v", "P", "X", "h"]
     for k, method in enumerate(methods):
         group = [c for c in cells if c["method"] == method]
         ref = group[0]["kind"] == "reference"
@@ -110,10 +119,12 @@ def tradeoff_plot(cells: Sequence[Cell], path: str | Path, split_pair: tuple[str
         if len(group) > 1:
             ax.scatter(xs, ys, s=22, color=colours(k), alpha=0.45, edgecolors="none")
         best = [c for c in group if c.get("selected")] or group[:1]
-        ax.scatter([_acc(c, fx) for c in best], [_acc(c, ry) for c in best], s=120 if not ref else 160, marker="*" if ref else "o",
-                   color=colours(k), edgecolors="black", linewidths=0.7, label=method, zorder=3)
-    ax.set_xlabel(f"accuracy on {Split(fx).symbol} (forget, % — lower is better)")
-    ax.set_ylabel(f"accuracy on {Split(ry).symbol} (retain, % — higher is better)")
+        # decreasing sizes and distinct shapes: methods that land on the same point stay visible, nested
+        size = max(45, 300 - 45 * k)
+        ax.scatter([_acc(c, fx) for c in best], [_acc(c, ry) for c in best], s=size, marker="*" if ref else shapes[k % len(shapes)],
+                   color=colours(k), edgecolors="black", linewidths=0.7, label=method, zorder=3 + k, alpha=0.9)
+    ax.set_xlabel(f"accuracy on {_tex(fx)} (forget, % — lower is better)")
+    ax.set_ylabel(f"accuracy on {_tex(ry)} (retain, % — higher is better)")
     ax.set_xlim(-3, 103)
     ax.set_ylim(-3, 103)
     ax.axvline(50, color="grey", lw=0.6, ls=":")
@@ -135,7 +146,8 @@ def sweep_plot(cells: Sequence[Cell], param: str, path: str | Path, xlabel: str 
               "train_forget": ("tab:red", "-", "o"), "test_forget": ("tab:red", "--", "s")}
     for split, (colour, ls, marker) in styles.items():
         if swept and split in swept[0]["result"]["metrics"]:
-            ax.plot(xs, [_acc(c, split) for c in swept], color=colour, ls=ls, marker=marker, label=f"{Split(split).symbol} ({'retain' if 'retain' in split else 'forget'})")
+            ax.plot(xs, [_acc(c, split) for c in swept], color=colour, ls=ls, marker=marker, label=f"{_tex(split)} ({'retain' if 'retain' in split else 'forget'})", alpha=0.85,
+                    markersize=7 if "train" in split else 5)
     ax.set_xlabel(xlabel or param)
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(-3, 103)
@@ -197,7 +209,10 @@ def tsne_figure(peft_model, encoder, data, path: str | Path, max_per_split: int 
     markers = ["o", "^", "s", "D", "v", "P"]
     words = encoder.task.label_words
     for ax, (name, reps) in zip(axes, panels.items()):
-        xy = TSNE(n_components=2, perplexity=min(30, max(5, len(texts) // 4)), init="pca", random_state=seed).fit_transform(reps)
+        # exact gradients: for a few hundred points they are faster (and less thread-hungry) than Barnes-Hut
+        method = "exact" if len(texts) <= 1000 else "barnes_hut"
+        xy = TSNE(n_components=2, perplexity=min(30, max(5, len(texts) // 4)), init="pca", method=method,
+                  random_state=seed).fit_transform(reps)
         for is_f, colour, group in ((False, "tab:blue", "retain"), (True, "tab:red", "forget")):
             for lab in sorted(set(labels.tolist())):
                 sel = (forget == is_f) & (labels == lab)
