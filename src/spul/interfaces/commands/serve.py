@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 
 from spul.errors import ConfigError
