@@ -34,7 +34,7 @@ def test_every_variant_is_a_valid_task_for_both_task_kinds():
 def spul_run(tmp_path_factory, tiny_model_dir):
     from spul.pipeline import prepare, unlearn
 
-    cfg = tiny_run_config(tmp_path_factory.mktemp("audit"), tiny_model_dir, finetune={"num_epochs": 1},
+    cfg = tiny_run_config(tmp_path_factory.mktemp("audit"), tiny_model_dir, finetune={"enabled": False},
                           unlearn={"num_epochs": 1})
     data = prepare(cfg)
     return cfg, data, unlearn(cfg, data)

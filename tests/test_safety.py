@@ -16,7 +16,7 @@ import yaml
 
 from conftest import REPO, tiny_run_config
 
-STEPS = 40
+STEPS = 24
 
 
 def _cfg(tmp_path, tiny_model_dir, name, save_steps=10):

@@ -142,6 +142,17 @@ class AnswerTrainer(Trainer):
             self._parts.clear()
         super().log(logs, *args, **kwargs)
 
+    def _get_train_sampler(self, train_dataset=None):
+        from transformers.trainer_pt_utils import LengthGroupedSampler
+
+        from spul.methods.sampling import EpochSeededLengthGroupedSampler
+
+        sampler = super()._get_train_sampler(train_dataset)
+        if isinstance(sampler, LengthGroupedSampler) and sampler.generator is None:
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            return EpochSeededLengthGroupedSampler(sampler, seed)
+        return sampler
+
     # ---- checkpoints: safetensors + JSON instead of pickle, folders renamed into place when complete ----
     _spul_staging = False
 
