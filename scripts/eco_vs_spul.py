@@ -5,9 +5,9 @@
 
 generated:reviews: reuses a finished quickstart run (its familiarised model and SPUL artifact) when given,
 else familiarises (1 epoch) and trains SPUL (2 epochs) itself. SST-2 (../shared/data/sst2_unlearning,
-subsample 64/192/40/120): no familiarisation (the base is SmolLM2-Instruct zero-shot) and SPUL for 1 epoch,
+same subsample 64/192/40/120 as the reviews): no familiarisation (the base is SmolLM2-Instruct zero-shot) and SPUL for 1 epoch,
 to stay within a few CPU minutes. ECO everywhere: MiniLM + logistic-regression classifier, conformal α=0.1 on
-the retain side, σ search (4 steps) on 64 train-forget rows. Tables: runs/eco_vs_spul/<name>/eco/report/ and
+the retain side, σ search (3 steps) on 32 train-forget rows. Tables: runs/eco_vs_spul/<name>/eco/report/ and
 runs/eco_vs_spul/summary.md.
 """
 
@@ -25,12 +25,12 @@ from spul.pipeline import RunConfig, finetune, prepare, unlearn
 
 ROOT = Path("runs/eco_vs_spul")
 SST2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2_unlearning"
-COMMON = ["model.dtype=bfloat16", "eco.classifier.alpha=0.1", "eco.search.steps=4", "eco.search.max_rows=64",
-          "eco.corruption.sigma=0.05", "evaluation.progress=false"]
+LIMITS = ["data.limits.train_forget=64", "data.limits.train_retain=192", "data.limits.test_forget=40", "data.limits.test_retain=120"]
+COMMON = ["model.dtype=bfloat16", "eco.classifier.alpha=0.1", "eco.search.steps=3", "eco.search.max_rows=32",
+          "eco.corruption.sigma=0.05", "evaluation.progress=false", *LIMITS]
 SETS = {
     "reviews": ["data.source=generated:reviews", "finetune.num_epochs=1", "unlearn.num_epochs=2"],
-    "sst2": [f"data.source={SST2}", "model.max_length=96", "finetune.enabled=false", "unlearn.num_epochs=1",
-             "data.limits.train_forget=64", "data.limits.train_retain=192", "data.limits.test_forget=40", "data.limits.test_retain=120"],
+    "sst2": [f"data.source={SST2}", "model.max_length=96", "finetune.enabled=false", "unlearn.num_epochs=1"],
 }
 
 
@@ -56,6 +56,10 @@ def run_one(name: str, base: str | None, spul_artifact: str | None) -> str:
 
 
 def main() -> None:
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("spul.methods.eco").setLevel(logging.INFO)
     p = argparse.ArgumentParser()
     p.add_argument("sets", nargs="*", default=list(SETS))
     p.add_argument("--reviews-base")

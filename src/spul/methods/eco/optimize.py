@@ -7,6 +7,7 @@ numbers), so finite differences measure σ's effect and not a fresh draw. The be
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ from spul.evaluation.scoring import Scores, score_prompts
 from spul.methods.eco.config import CorruptionConfig, ObjectiveTarget, SearchConfig
 from spul.methods.eco.corruptions import Corruption
 from spul.methods.eco.hooks import EmbeddingGuard
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -85,6 +88,7 @@ def search_sigma(model, encoder: TaskEncoder, texts: list[str], labels: np.ndarr
         m, t = target_metric(scores, labels, cfg.target)
         acc = float(((scores.predictions == labels)).mean())
         calls.append({"sigma": sigma, "metric": m, "accuracy": acc, "objective": abs(m - t), "seconds": round(time.time() - started, 1)})
+        log.info("σ=%.4g: m=%.4f (target %.3f) accuracy=%.3f", sigma, m, t, acc)
         return abs(m - t)
 
     calls: list[dict[str, Any]] = []
