@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from spul.bench.hardware import (device_name, measured_matmul_tflops, peak_memory_mb, reset_peak_memory, sync,
+from spul.bench.hardware import (clock, device_name, measured_matmul_tflops, peak_memory_mb, reset_peak_memory, sync,
                                  table_peak_tflops)
 from spul.bench.models import bench_model, non_embedding_params
 from spul.errors import ConfigError
@@ -69,6 +69,9 @@ class BenchConfig:
     infer_batch_size: int = 32
     infer_reps: int = 5
     peak_tflops: float | None = None
+    # time with this process's CPU time on one thread instead of wall time: on a CPU shared with other jobs,
+    # wall time measures the neighbours; auto = CPU time on CPU devices, wall time on GPUs
+    cpu_time: bool | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -200,11 +203,12 @@ def _train_variant(variant: TrainVariant, model, batches: list[dict], cfg: Bench
         step_fn(b)
     sync(device)
     times, losses = [], []
+    now = clock(bool(cfg.cpu_time))
     for b in moved[cfg.warmup:]:
-        start = time.perf_counter()
+        start = now()
         losses.append(step_fn(b))
         sync(device)
-        times.append(time.perf_counter() - start)
+        times.append(now() - start)
     if scfg.gradient_checkpointing:
         peft_model.gradient_checkpointing_disable()
     examples = cfg.batch_size * len(times)
@@ -235,10 +239,11 @@ def _infer_variant(variant: InferVariant, model, prompt_ids: list[list[int]], pa
     soft = weight[torch.arange(100, 100 + cfg.prompt_length, device=device) % weight.shape[0]].detach().clone()
     build_s = None
     if variant is InferVariant.PREFIX_CACHE:
-        start = time.perf_counter()
+        now = clock(bool(cfg.cpu_time))
+        start = now()
         cache = PrefixCache(model, soft)
         sync(device)
-        build_s = time.perf_counter() - start
+        build_s = now() - start
 
         def run():
             return cache.last_logits(ids, mask)
@@ -253,11 +258,12 @@ def _infer_variant(variant: InferVariant, model, prompt_ids: list[list[int]], pa
     run()
     sync(device)
     times = []
+    now = clock(bool(cfg.cpu_time))
     for _ in range(cfg.infer_reps):
-        start = time.perf_counter()
+        start = now()
         run()
         sync(device)
-        times.append(time.perf_counter() - start)
+        times.append(now() - start)
     latency = statistics.median(times)
     out = {"variant": variant.value, "batch_size": ids.shape[0], "tokens_per_request": round(float(mask.sum()) / ids.shape[0], 1),
            "latency_s": round(latency, 4), "requests_per_s": round(ids.shape[0] / latency, 2),
@@ -301,7 +307,21 @@ def _targets(result: dict, cfg: BenchConfig) -> list[dict[str, Any]]:
 
 def run_bench(cfg: BenchConfig, log=print) -> dict[str, Any]:
     """Run every requested variant on one model in this process and return a JSON-able result."""
+    threads = torch.get_num_threads()
+    try:
+        return _run(cfg, log)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(cfg: BenchConfig, log) -> dict[str, Any]:
     device, dtype = _resolve(cfg)
+    if cfg.cpu_time is None:
+        cfg.cpu_time = device.type == "cpu"
+    if cfg.cpu_time:
+        if device.type != "cpu":
+            raise ConfigError("cpu_time timing only makes sense on a CPU device", "leave --cpu-time off on GPUs")
+        torch.set_num_threads(1)  # CPU time of one thread = its uncontended wall time
     torch.manual_seed(cfg.seed)
     started = time.perf_counter()
     model, tokenizer = bench_model(cfg.model, device, dtype, cfg.attn_implementation)
@@ -309,7 +329,7 @@ def run_bench(cfg: BenchConfig, log=print) -> dict[str, Any]:
     peak = cfg.peak_tflops or table_peak_tflops(device, dtype)
     peak_source = "given" if cfg.peak_tflops else ("data sheet" if peak else "measured matmul")
     if peak is None:
-        peak = measured_matmul_tflops(device, dtype)
+        peak = measured_matmul_tflops(device, dtype, cpu_time=bool(cfg.cpu_time))
     count = cfg.warmup + cfg.steps
     if tokenizer is not None and cfg.data != "synthetic":
         batches, prompts = _real_batches(cfg, tokenizer, count, cfg.batch_size)
@@ -322,6 +342,7 @@ def run_bench(cfg: BenchConfig, log=print) -> dict[str, Any]:
         "model": cfg.model, "dtype": str(dtype).removeprefix("torch."),
         "attn_implementation": getattr(unwrap(model).config, "_attn_implementation", None),
         "device": {"type": device.type, "name": device_name(device), "peak_tflops": round(peak, 3), "peak_source": peak_source},
+        "timing": "process CPU time, 1 thread" if cfg.cpu_time else "wall time",
         "non_embedding_params": n_params,
         "config": {k: (v.value if isinstance(v, enum.Enum) else [x.value for x in v] if isinstance(v, list) else v)
                    for k, v in vars(cfg).items()},

@@ -18,7 +18,7 @@ def cmd_bench(args) -> int:
         max_length=args.max_length, seq_len=args.seq_len, batch_size=args.batch_size, prompt_length=args.prompt_length,
         steps=args.steps, warmup=args.warmup, train_variants=[v for v in args.train.split(",") if v],
         infer_variants=[v for v in args.infer.split(",") if v], infer_batch_size=args.infer_batch_size,
-        infer_reps=args.infer_reps, peak_tflops=args.peak_tflops,
+        infer_reps=args.infer_reps, peak_tflops=args.peak_tflops, cpu_time={"auto": None, "cpu": True, "wall": False}[args.clock],
     )
     result = run_bench(cfg)
     text = json.dumps(result, indent=2)
@@ -53,6 +53,8 @@ def register(subparsers) -> None:
     p.add_argument("--infer-batch-size", type=int, default=32)
     p.add_argument("--infer-reps", type=int, default=5)
     p.add_argument("--peak-tflops", type=float, default=None, help="override the device peak used for MFU")
+    p.add_argument("--clock", default="auto", choices=["auto", "cpu", "wall"],
+                   help="cpu: this process's CPU time on one thread (robust on a shared CPU); auto: cpu on CPU devices, wall on GPUs")
     p.add_argument("--out", "-o", help="write the JSON here instead of printing it")
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=cmd_bench)
