@@ -7,7 +7,8 @@ generated:reviews: reuses a finished quickstart run (its familiarised model and 
 else familiarises (1 epoch) and trains SPUL (2 epochs) itself. SST-2 (../shared/data/sst2_unlearning,
 same subsample 64/192/40/120 as the reviews): no familiarisation (the base is SmolLM2-Instruct zero-shot) and SPUL for 1 epoch,
 to stay within a few CPU minutes. ECO everywhere: MiniLM + logistic-regression classifier, conformal α=0.1 on
-the retain side, σ search (3 steps) on 32 train-forget rows. Tables: runs/eco_vs_spul/<name>/eco/report/ and
+the retain side, σ search (2 steps, lr 8) on 32 train-forget rows;
+only the two test splits are evaluated (CPU time). Tables: runs/eco_vs_spul/<name>/eco/report/ and
 runs/eco_vs_spul/summary.md.
 """
 
@@ -26,8 +27,9 @@ from spul.pipeline import RunConfig, finetune, prepare, unlearn
 ROOT = Path("runs/eco_vs_spul")
 SST2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2_unlearning"
 LIMITS = ["data.limits.train_forget=64", "data.limits.train_retain=192", "data.limits.test_forget=40", "data.limits.test_retain=120"]
-COMMON = ["model.dtype=bfloat16", "eco.classifier.alpha=0.1", "eco.search.steps=3", "eco.search.max_rows=32",
-          "eco.corruption.sigma=0.05", "evaluation.progress=false", *LIMITS]
+COMMON = ["model.dtype=bfloat16", "eco.classifier.alpha=0.1", "eco.search.steps=2", "eco.search.learning_rate=8", "eco.search.max_rows=32",
+          "eco.corruption.sigma=0.05", "evaluation.progress=false",
+          "evaluation.splits=[test_forget,test_retain]", *LIMITS]
 SETS = {
     "reviews": ["data.source=generated:reviews", "finetune.num_epochs=1", "unlearn.num_epochs=2"],
     "sst2": [f"data.source={SST2}", "model.max_length=96", "finetune.enabled=false", "unlearn.num_epochs=1"],
