@@ -141,9 +141,9 @@ class ExperimentRunner:
     def reference_cells(self) -> list[Cell]:
         cells = []
         if self.cfg.evaluation.include_vanilla and self.cfg.finetune.enabled:
-            cells.append(Cell(id="vanilla", method="Vanilla (zero-shot)", kind=REFERENCE, params={"model": "pretrained"}, tau=1.0))
+            cells.append(Cell(id="vanilla", method="Vanilla (zero-shot)", kind=REFERENCE, params={}, tau=1.0))
         name = "Base (familiarized)" if self.cfg.finetune.enabled else "Base"
-        cells.append(Cell(id="base", method=name, kind=REFERENCE, params={"model": "base"}, tau=1.0))
+        cells.append(Cell(id="base", method=name, kind=REFERENCE, params={}, tau=1.0))
         return cells
 
     def _evaluate(self, model, tokenizer, name: str, identity: str, cell_id: str, provider=None) -> ModelResult:
@@ -222,6 +222,7 @@ class ExperimentRunner:
         for i, cell in enumerate(cells, 1):
             record = self.cached(cell)
             if record is not None:
+                record["name"] = cell.display  # names may be improved between versions without recomputing
                 outcome.skipped.append(cell.id)
                 self.say(f"[{i}/{len(cells)}] {cell.id}: cached")
             else:
