@@ -58,22 +58,40 @@ def score_prompts(model, encoder: TaskEncoder, prompts: list[list[int]], batch_s
     for rows in tqdm(batches, desc=desc, disable=not progress, leave=False):
         seqs = [prompts[i] for i in rows]
         prompt, prompt_rows = prompt_provider(len(rows), rows) if prompt_provider else (None, None)
-        ids, mask = pad_left(seqs, pad, device)
-        hidden = hidden_states(model, ids, mask, prompt, prompt_rows)
-        logp = torch.log_softmax(lm_logits(model, hidden[:, -1, :]), dim=-1)
-        out[rows] = logp[:, first_ids].double().cpu().numpy()
-        for c, cand in enumerate(candidates):
-            if len(cand) == 1:
-                continue
-            ids2, mask2 = pad_left([s + cand[:-1] for s in seqs], pad, device)
-            hidden2 = hidden_states(model, ids2, mask2, prompt, prompt_rows)
-            k = len(cand)
-            tail = hidden2[:, -k:, :].reshape(-1, hidden2.shape[-1])
-            logp2 = torch.log_softmax(lm_logits(model, tail), dim=-1).view(len(rows), k, -1)
-            target = torch.tensor(cand, device=device).view(1, k, 1).expand(len(rows), k, 1)
-            out[rows, c] = logp2.gather(2, target).squeeze(2).sum(1).double().cpu().numpy()
+        if prompt is None or prompt_rows is None or bool(prompt_rows.all()):
+            out[rows] = _score_batch(model, seqs, candidates, first_ids, pad, device, prompt)
+            continue
+        # Rows without the prompt run as a separate, unprompted batch: bit-identical to the base model
+        # (masking the prompt slots instead would perturb the last bits of the attention sums).
+        on = prompt_rows.bool().cpu().numpy()
+        if on.any():
+            out[rows[on]] = _score_batch(model, [s for s, f in zip(seqs, on) if f], candidates, first_ids, pad, device,
+                                         prompt[torch.as_tensor(on, device=prompt.device)])
+        if (~on).any():
+            out[rows[~on]] = _score_batch(model, [s for s, f in zip(seqs, on) if not f], candidates, first_ids, pad, device, None)
     return Scores(loglik=out, num_labels=encoder.task.num_labels)
 
 
 def score_texts(model, encoder: TaskEncoder, texts: list[str], **kwargs) -> Scores:
     return score_prompts(model, encoder, encoder.encode_prompts(texts), **kwargs)
+
+
+def _score_batch(model, seqs: list[list[int]], candidates: list[list[int]], first_ids: torch.Tensor, pad: int,
+                 device, prompt: torch.Tensor | None) -> np.ndarray:
+    """``[len(seqs), C]`` log-likelihoods of every candidate after each prompt in ``seqs``."""
+    out = np.zeros((len(seqs), len(candidates)), dtype=np.float64)
+    ids, mask = pad_left(seqs, pad, device)
+    hidden = hidden_states(model, ids, mask, prompt)
+    logp = torch.log_softmax(lm_logits(model, hidden[:, -1, :]), dim=-1)
+    out[:] = logp[:, first_ids].double().cpu().numpy()
+    for c, cand in enumerate(candidates):
+        if len(cand) == 1:
+            continue
+        ids2, mask2 = pad_left([s + cand[:-1] for s in seqs], pad, device)
+        hidden2 = hidden_states(model, ids2, mask2, prompt)
+        k = len(cand)
+        tail = hidden2[:, -k:, :].reshape(-1, hidden2.shape[-1])
+        logp2 = torch.log_softmax(lm_logits(model, tail), dim=-1).view(len(seqs), k, -1)
+        target = torch.tensor(cand, device=device).view(1, k, 1).expand(len(seqs), k, 1)
+        out[:, c] = logp2.gather(2, target).squeeze(2).sum(1).double().cpu().numpy()
+    return out
