@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from conftest import REPO, tiny_run_config
 

@@ -32,7 +32,7 @@ from spul.bench.hardware import (clock, device_name, measured_matmul_tflops, pea
                                  table_peak_tflops)
 from spul.bench.models import bench_model, non_embedding_params
 from spul.errors import ConfigError
-from spul.methods.losses import IGNORE, answer_positions, kl_base_to_prompted, per_row_mean, spul_loss, token_nll
+from spul.methods.losses import answer_positions, kl_base_to_prompted, per_row_mean, spul_loss, token_nll
 from spul.models.forward import pad_left, unwrap
 
 

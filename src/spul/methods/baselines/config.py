@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from spul.errors import ConfigError
 from spul.methods.config import TrainConfig
+from spul.models.lora import check_lora_settings
 
 
 class BaselineMethod(str, enum.Enum):
@@ -55,9 +56,4 @@ class BaselineConfig(TrainConfig):
                 raise ConfigError(f"baseline.{name}={getattr(self, name)} is negative", f"set baseline.{name} to 0 or more")
         if self.nll_cap is not None and self.nll_cap <= 0:
             raise ConfigError(f"baseline.nll_cap={self.nll_cap} is invalid", "use a positive number of nats (e.g. 10) or null for no cap")
-        if self.lora_r < 1:
-            raise ConfigError(f"baseline.lora_r={self.lora_r} is invalid", "use a positive rank such as 16")
-        if not 0 <= self.lora_dropout < 1:
-            raise ConfigError(f"baseline.lora_dropout={self.lora_dropout} is invalid", "use a value in [0, 1)")
-        if not self.target_modules:
-            raise ConfigError("baseline.target_modules is empty", "name the modules to adapt, e.g. [q_proj, v_proj]")
+        check_lora_settings(self, "baseline")

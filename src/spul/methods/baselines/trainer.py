@@ -17,12 +17,13 @@ import torch
 from spul.data.encoding import TaskEncoder
 from spul.data.splits import UnlearningData
 from spul.data.tasks import Task
-from spul.errors import ArtifactError, ModelError
+from spul.errors import ArtifactError
 from spul.methods.baselines.config import BaselineConfig, BaselineMethod, Tuning
 from spul.methods.losses import answer_positions, baseline_loss, kl_base_to_prompted, per_row_mean
 from spul.methods.training import AnswerCollator, AnswerDataset, AnswerTrainer, build_examples
 from spul.models.forward import hidden_states, lm_logits
 from spul.models.loading import ModelConfig, load_model, resolve_device, weights_fingerprint
+from spul.models.lora import add_lora
 from spul.models.soft_prompt import count_trainable
 
 log = logging.getLogger(__name__)
@@ -74,15 +75,7 @@ def baseline_examples(data: UnlearningData, encoder: TaskEncoder, cfg: BaselineC
 
 
 def _add_lora(model, cfg: BaselineConfig):
-    from peft import LoraConfig, TaskType, get_peft_model
-
-    names = {n.split(".")[-1] for n, _ in model.named_modules()}
-    missing = [m for m in cfg.target_modules if m not in names]
-    if missing:
-        raise ModelError(f"model has no module named {missing[0]!r} for LoRA", "set baseline.target_modules to modules the model has (e.g. q_proj, v_proj)")
-    lora = LoraConfig(task_type=TaskType.CAUSAL_LM, r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=list(cfg.target_modules))
-    return get_peft_model(model, lora)
+    return add_lora(model, cfg, "baseline")
 
 
 def train_baseline(model_cfg: ModelConfig, task: Task, data: UnlearningData, cfg: BaselineConfig, output_dir: str | Path,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from spul.errors import ConfigError
 from spul.methods.config import TrainConfig
+from spul.models.lora import check_lora_settings
 
 
 class Quantization(str, enum.Enum):
@@ -29,9 +29,4 @@ class FinetuneConfig(TrainConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         self.quantization = Quantization(self.quantization)
-        if self.lora_r < 1:
-            raise ConfigError(f"finetune.lora_r={self.lora_r} is invalid", "use a positive rank such as 16")
-        if not 0 <= self.lora_dropout < 1:
-            raise ConfigError(f"finetune.lora_dropout={self.lora_dropout} is invalid", "use a value in [0, 1)")
-        if not self.target_modules:
-            raise ConfigError("finetune.target_modules is empty", "name the modules to adapt, e.g. [q_proj, v_proj]")
+        check_lora_settings(self, "finetune")

@@ -7,11 +7,12 @@ from pathlib import Path
 
 from spul.data.encoding import TaskEncoder
 from spul.data.splits import UnlearningData
-from spul.errors import ConfigError, ModelError
+from spul.errors import ConfigError
 from spul.methods.finetune.config import FinetuneConfig, Quantization
 from spul.methods.losses import masked_mean
 from spul.methods.training import AnswerCollator, AnswerDataset, AnswerTrainer, build_examples
 from spul.models.loading import ModelConfig, load_model, resolve_device
+from spul.models.lora import add_lora
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def _quantization_config(cfg: FinetuneConfig, device_type: str):
 def familiarize(model_cfg: ModelConfig, encoder_task, data: UnlearningData, cfg: FinetuneConfig, output_dir: str | Path,
                 resume: bool = True) -> Path:
     """Fine-tune with LoRA and save the result to ``output_dir/model`` (merged) or ``output_dir/adapter``."""
-    from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
+    from peft import prepare_model_for_kbit_training
 
     from spul.io import atomic_dir
 
@@ -60,13 +61,7 @@ def familiarize(model_cfg: ModelConfig, encoder_task, data: UnlearningData, cfg:
     model, tokenizer = load_model(model_cfg, quantization_config=qconfig)
     if qconfig is not None:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
-    names = {n.split(".")[-1] for n, _ in model.named_modules()}
-    missing = [m for m in cfg.target_modules if m not in names]
-    if missing:
-        raise ModelError(f"model has no module named {missing[0]!r} for LoRA", "set finetune.target_modules to modules the model has (e.g. q_proj, v_proj; c_attn for GPT-2)")
-    lora = LoraConfig(task_type=TaskType.CAUSAL_LM, r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=list(cfg.target_modules))
-    model = get_peft_model(model, lora)
+    model = add_lora(model, cfg, "finetune")
     encoder = TaskEncoder(encoder_task, tokenizer, model_cfg.max_length)
     examples = build_examples(data, encoder, forget_target="true", seed=cfg.seed)
     from transformers import TrainingArguments

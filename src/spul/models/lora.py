@@ -1,0 +1,33 @@
+"""LoRA adapters for the methods that do change weights (familiarisation, fine-tuning baselines)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from spul.errors import ConfigError, ModelError
+
+
+def check_lora_settings(cfg: Any, section: str) -> None:
+    """Validate ``lora_r``, ``lora_dropout`` and ``target_modules`` of a config section."""
+    if cfg.lora_r < 1:
+        raise ConfigError(f"{section}.lora_r={cfg.lora_r} is invalid", "use a positive rank such as 16")
+    if not 0 <= cfg.lora_dropout < 1:
+        raise ConfigError(f"{section}.lora_dropout={cfg.lora_dropout} is invalid", "use a value in [0, 1)")
+    if not cfg.target_modules:
+        raise ConfigError(f"{section}.target_modules is empty", "name the modules to adapt, e.g. [q_proj, v_proj]")
+
+
+def add_lora(model, cfg: Any, section: str):
+    """Wrap ``model`` with a LoRA adapter on ``cfg.target_modules``, refusing names the model lacks."""
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    names = {n.split(".")[-1] for n, _ in model.named_modules()}
+    missing = [m for m in cfg.target_modules if m not in names]
+    if missing:
+        raise ModelError(
+            f"model has no module named {missing[0]!r} for LoRA",
+            f"set {section}.target_modules to modules the model has (e.g. q_proj, v_proj; c_attn for GPT-2)",
+        )
+    lora = LoraConfig(task_type=TaskType.CAUSAL_LM, r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=list(cfg.target_modules))
+    return get_peft_model(model, lora)
