@@ -1,12 +1,14 @@
 """ECO, SPUL and SPUL-on-flagged-prompts side by side with the packaged SmolLM2 (bf16, CPU, small subsamples).
 
     SPUL_CACHE=/tmp/spulcache nice -n 10 python scripts/eco_vs_spul.py \
-        --reviews-base /tmp/qs1/familiarized/model --reviews-spul /tmp/qs1/artifact  > runs/eco_vs_spul.log
+        --reviews-base runs/quickstart/familiarized/model --reviews-spul runs/quickstart/artifact \
+        --sst2-base runs/main_sst2_cpu/familiarized/model --sst2-spul runs/main_sst2_cpu/cells/<SPUL cell>/artifact
 
 generated:reviews: reuses a finished quickstart run (its familiarised model and SPUL artifact) when given,
 else familiarises (1 epoch) and trains SPUL (2 epochs) itself. SST-2 (../shared/data/sst2_unlearning,
 same subsample 64/192/40/120 as the reviews): no familiarisation (the base is SmolLM2-Instruct zero-shot) and SPUL for 1 epoch,
-to stay within a few CPU minutes. ECO everywhere: MiniLM + logistic-regression classifier, conformal α=0.1 on
+to stay within a few CPU minutes, unless --sst2-base / --sst2-spul reuse a familiarised model and a SPUL
+prompt (e.g. from `spul experiment --config experiments/main_sst2_cpu`, same template and subsample). ECO everywhere: MiniLM + logistic-regression classifier, conformal α=0.1 on
 the retain side, σ search (2 steps, lr 8) on 32 train-forget rows;
 only the two test splits are evaluated (CPU time). Tables: runs/eco_vs_spul/<name>/eco/report/ and
 runs/eco_vs_spul/summary.md.
@@ -38,7 +40,8 @@ SETS = {
 
 def run_one(name: str, base: str | None, spul_artifact: str | None) -> str:
     started = time.time()
-    cfg = load_config(RunConfig, resolve_config_path("quickstart"), [f"output_dir={ROOT / name}", *COMMON, *SETS[name]])
+    overrides = [o for o in SETS[name] if not (base and o.startswith("finetune.enabled"))]  # a given base is familiarised
+    cfg = load_config(RunConfig, resolve_config_path("quickstart"), [f"output_dir={ROOT / name}", *COMMON, *overrides])
     data = prepare(cfg)
     base = base or finetune(cfg, data)
     t = time.time()
@@ -66,10 +69,12 @@ def main() -> None:
     p.add_argument("sets", nargs="*", default=list(SETS))
     p.add_argument("--reviews-base")
     p.add_argument("--reviews-spul")
+    p.add_argument("--sst2-base")
+    p.add_argument("--sst2-spul")
     args = p.parse_args()
     sections = []
     for name in args.sets:
-        reuse = (args.reviews_base, args.reviews_spul) if name == "reviews" else (None, None)
+        reuse = (getattr(args, f"{name}_base"), getattr(args, f"{name}_spul"))
         sections.append(run_one(name, *reuse))
         print(sections[-1], flush=True)
         ROOT.mkdir(parents=True, exist_ok=True)
