@@ -128,3 +128,19 @@ def test_cli_experiment_uses_the_cache(tmp_path, tiny_model_dir, capsys):
     assert main(["experiment", "--config", str(path), "evaluation.include_vanilla=false"]) == 0
     assert "0 cell(s) computed, 2 cached" in capsys.readouterr().out
     assert main(["experiment", "--config", str(path), "methods=oops"]) != 0
+
+
+def test_every_bundled_experiment_config_validates():
+    """The shipped experiment configs are typed and validated at load: a typo there would only surface mid-run."""
+    from importlib import resources
+
+    from spul.configuration import load_config
+    from spul.experiments import ExperimentConfig
+    from spul.experiments.runner import plan_cells
+
+    folder = resources.files("spul") / "configs" / "experiments"
+    names = sorted(p.name for p in folder.iterdir() if p.name.endswith(".yaml"))
+    assert len(names) >= 9
+    for name in names:
+        cfg = load_config(ExperimentConfig, str(folder / name), [])
+        assert plan_cells(cfg), name
