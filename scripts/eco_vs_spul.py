@@ -1,10 +1,11 @@
 """ECO, SPUL and SPUL-on-flagged-prompts side by side with the packaged SmolLM2 (bf16, CPU, small subsamples).
 
     SPUL_CACHE=/tmp/spulcache nice -n 10 python scripts/eco_vs_spul.py \
-        --reviews-base runs/quickstart/familiarized/model --reviews-spul runs/quickstart/artifact \
-        --sst2-base runs/main_sst2_cpu/familiarized/model --sst2-spul runs/main_sst2_cpu/cells/<SPUL cell>/artifact
+        --reviews-base runs/main_generated_cpu/shared/familiarized/model --reviews-spul runs/main_generated_cpu/work/spul/artifact \
+        --sst2-base runs/main_sst2_cpu/shared/familiarized/model --sst2-spul runs/main_sst2_cpu/work/spul/artifact
 
-generated:reviews: reuses a finished quickstart run (its familiarised model and SPUL artifact) when given,
+generated:reviews: reuses a familiarised model and SPUL artifact when given (e.g. from
+`spul experiment --config experiments/main_generated_cpu`: same template and subsample),
 else familiarises (1 epoch) and trains SPUL (2 epochs) itself. SST-2 (../shared/data/sst2_unlearning,
 same subsample 64/192/40/120 as the reviews): no familiarisation (the base is SmolLM2-Instruct zero-shot) and SPUL for 1 epoch,
 to stay within a few CPU minutes, unless --sst2-base / --sst2-spul reuse a familiarised model and a SPUL
