@@ -144,3 +144,23 @@ def test_every_bundled_experiment_config_validates():
     for name in names:
         cfg = load_config(ExperimentConfig, str(folder / name), [])
         assert plan_cells(cfg), name
+
+
+def test_eco_is_a_row_of_the_experiment(tmp_path, tiny_model_dir):
+    from spul.configuration import from_dict
+    from spul.experiments import ExperimentConfig, run_experiment
+
+    spec = _experiment_dict(tmp_path, tiny_model_dir)
+    spec["methods"] = [{"name": "ECO", "kind": "eco", "settings": {"search": {"steps": 1, "max_rows": 8}},
+                        "grid": {"classifier": [{"alpha": 0.2}, {"alpha": 0.4}]}}]
+    spec.update(tsne=False, finetune={"enabled": False})
+    spec["evaluation"]["include_vanilla"] = False
+    cfg = from_dict(ExperimentConfig, spec)
+    first = run_experiment(cfg)
+    assert len(first.computed) == 3 and first.computed[0] == "base"
+    eco = [c for c in first.cells if c["kind"] == "eco"]
+    assert all(c["info"]["trainable_parameters"] == 384 + 2 and c["info"]["sigma"] > 0 for c in eco)
+    assert all(set(c["result"]["metrics"]) == {"train_forget", "train_retain", "test_forget", "test_retain"} for c in eco)
+    assert sum(c["selected"] for c in eco) == 1
+    assert "| ECO (classifier=" in (first.output_dir / "results.md").read_text()
+    assert run_experiment(cfg).computed == []  # cached

@@ -19,6 +19,7 @@ from spul.models.loading import ModelConfig
 class MethodKind(str, enum.Enum):
     SPUL = "spul"
     BASELINE = "baseline"
+    ECO = "eco"
 
 
 def method_config_class(kind: MethodKind):
@@ -26,6 +27,10 @@ def method_config_class(kind: MethodKind):
         from spul.methods.spul.config import SpulConfig
 
         return SpulConfig
+    if kind is MethodKind.ECO:
+        from spul.methods.eco.config import EcoConfig
+
+        return EcoConfig
     from spul.methods.baselines.config import BaselineConfig
 
     return BaselineConfig
@@ -37,7 +42,8 @@ class MethodSpec:
 
     name: str
     kind: MethodKind = MethodKind.SPUL
-    # fields of SpulConfig (kind=spul) or BaselineConfig (kind=baseline), e.g. {method: ga_gd, num_epochs: 1}
+    # fields of SpulConfig (kind=spul), BaselineConfig (kind=baseline) or EcoConfig (kind=eco: classifier,
+    # corruption, search sections), e.g. {method: ga_gd, num_epochs: 1}
     settings: dict[str, Any] = field(default_factory=dict)
     # field -> list of values, e.g. {learning_rate: [1e-5, 1e-4]} or {alpha: [0.1, 0.5], beta: [0, 0.5]}
     grid: dict[str, list[Any]] = field(default_factory=dict)
@@ -58,7 +64,7 @@ class MethodSpec:
 
     def method_config(self, point: dict[str, Any]):
         cls = method_config_class(self.kind)
-        section = "unlearn" if self.kind is MethodKind.SPUL else "baseline"
+        section = {MethodKind.SPUL: "unlearn", MethodKind.BASELINE: "baseline", MethodKind.ECO: "eco"}[self.kind]
         return from_dict(cls, {**self.settings, **point}, prefix=f"methods[{self.name}].{section}")
 
 

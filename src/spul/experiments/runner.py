@@ -163,6 +163,8 @@ class ExperimentRunner:
             model, tok = load_model(_derived(self.cfg.model, path))
             result = self._evaluate(model, tok, cell.method, weights_fingerprint(model), cell.id)
             info["trainable_parameters"] = 0
+        elif cell.kind == MethodKind.ECO.value:
+            result, info = self._eco_cell(cell, data, base)
         else:
             work = self.out / "work" / cell.id
             train_data = forget_subset(data, cell.tau, self.cfg.data.seed)
@@ -204,6 +206,38 @@ class ExperimentRunner:
         info["wall_seconds"] = round(time.perf_counter() - started, 2)
         return {"id": cell.id, "key": self._key(cell), "method": cell.method, "kind": cell.kind, "params": cell.params,
                 "tau": cell.tau, "name": cell.display, "result": result.as_dict(), "info": info}
+
+    def _eco_cell(self, cell: Cell, data: UnlearningData, base: str) -> tuple[ModelResult, dict[str, Any]]:
+        """ECO trains no model weights: a classifier head on frozen sentence embeddings and one σ."""
+        from spul.methods.eco.runner import evaluate_eco, train_eco
+        from spul.models.loading import load_model
+
+        work = self.out / "work" / cell.id
+        train_data = forget_subset(data, cell.tau, self.cfg.data.seed)
+        run = self.cfg.run_config(str(work))
+        run.eco = cell.spec.method_config(cell.params)
+        run.eco.combined = False
+        model, tok = load_model(_derived(self.cfg.model, base))
+        with measure() as cost:
+            artifact = train_eco(run, train_data, base, model, tok)
+        result = evaluate_eco(run, data, artifact, base, model=model, tokenizer=tok, include_base=False)[0]
+        result.name = cell.display
+        meta = read_json(artifact / "spul.json")
+        train_seconds = float(meta["training"]["classifier_seconds"]) + float(meta["training"]["search_seconds"])
+        info = {
+            "artifact": str(artifact),
+            "trainable_parameters": len(meta["classifier"]["weights"]) + 2,  # head weights + bias, and σ
+            "train_seconds": round(train_seconds, 2),
+            "seconds_per_epoch": round(train_seconds, 2),
+            "steps": len(meta["search"]["log"]),
+            "train_rows": train_data.sizes(),
+            "peak_memory_mb": cost.peak_memory_mb,
+            "memory_kind": cost.memory_kind,
+            "settings": to_dict(run.eco),
+            "flags": result.info.get("flags"),
+            "sigma": meta["corruption"]["sigma"],
+        }
+        return result, info
 
     def _train_spul(self, mcfg, train_data: UnlearningData, base: str, work: Path) -> Path:
         from spul import pipeline
