@@ -82,3 +82,18 @@ def test_cli_prepare_and_bundled_config(capsys, tmp_path):
     assert "packaged:smollm2-135m-instruct" in capsys.readouterr().out
     assert main(["prepare", "-o", str(tmp_path / "o")]) == 0
     assert (tmp_path / "o" / "data" / "manifest.json").is_file()
+
+
+def test_bundled_run_configs_validate():
+    from importlib import resources
+
+    from spul.configuration import load_config
+    from spul.data.tasks import TaskKind
+    from spul.pipeline import RunConfig
+
+    folder = resources.files("spul") / "configs"
+    kinds = {}
+    for name in ("quickstart.yaml", "quickstart_mcqa.yaml"):
+        cfg = load_config(RunConfig, str(folder / name), [])
+        kinds[name] = cfg.task.kind
+    assert kinds == {"quickstart.yaml": TaskKind.CLASSIFICATION, "quickstart_mcqa.yaml": TaskKind.MULTIPLE_CHOICE}
