@@ -142,7 +142,7 @@ def evaluate_eco(cfg, data: UnlearningData, artifact: str | Path, base: str, spu
 
 
 def run_eco(cfg, data: UnlearningData | None = None, base: str | None = None) -> tuple[Path, ModelResult]:
-    """For the experiment runner: train ECO against the base model and return (artifact, ECO result row)."""
+    """One call for the Python API: train ECO against the base model and return (artifact, ECO result row)."""
     from spul.pipeline import finetune, prepare
 
     data = data or prepare(cfg)
