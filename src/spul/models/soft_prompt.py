@@ -57,9 +57,12 @@ def add_soft_prompt(model, encoder: PromptEncoder, num_virtual_tokens: int, init
     """Wrap ``model`` in a PEFT prompt-learning model; only the prompt's parameters require grad."""
     from peft import get_peft_model
 
+    from spul.models.seeding import seeded
+
     name = getattr(model, "_spul_source", None) or model.config._name_or_path
     config = make_prompt_config(PromptEncoder(encoder), num_virtual_tokens, name, encoder_hidden_size=encoder_hidden_size)
-    peft_model = get_peft_model(model, config)
+    with seeded(seed):  # random prompt rows and the P-tuning MLP are drawn here
+        peft_model = get_peft_model(model, config)
     embedding = soft_prompt_embedding(peft_model)
     if PromptInit(init) is not PromptInit.RANDOM:
         vectors = initial_vectors(model, num_virtual_tokens, PromptInit(init), tokenizer, init_text, seed)
