@@ -147,3 +147,30 @@ def test_generate_corrupts_prefill_only(tiny_model_dir):
     assert out.shape[1] == batch["input_ids"].shape[1] + 3
     assert guard.calls == 1  # the prefill; the decode steps (one token each) were left alone
     assert not model.get_input_embeddings()._forward_hooks
+
+
+def test_a_splits_noise_does_not_depend_on_the_other_splits(tiny_model_dir, tmp_path):
+    from spul.data.encoding import TaskEncoder
+    from spul.data.sources import DataConfig, load_unlearning_data
+    from spul.data.tasks import Task, TaskConfig
+    from spul.evaluation.evaluate import EvalConfig
+    from spul.methods.eco.config import CorruptionConfig
+    from spul.methods.eco.corruptions import Corruption
+    from spul.methods.eco.evaluate import evaluate_guarded
+    from spul.methods.eco.hooks import EmbeddingGuard
+
+    model, tok = _fresh(tiny_model_dir)
+    task = Task(TaskConfig())
+    data = load_unlearning_data(DataConfig(source="generated:reviews", limits={"train_forget": 8, "train_retain": 8,
+                                                                                "test_forget": 8, "test_retain": 8}), task)
+    enc = TaskEncoder(task, tok, 64)
+    flags = {s: np.ones(len(data[s]), dtype=bool) for s in ("train_forget", "test_forget")}
+    guard = EmbeddingGuard(Corruption(CorruptionConfig(name="noise", sigma=1.0), 1.0), tok.pad_token_id)
+
+    def loglik(splits, folder):
+        cfg = EvalConfig(batch_size=4, splits=splits, progress=False)
+        evaluate_guarded(model, enc, data, cfg, guard, flags, name="ECO", identity="x", predictions_dir=tmp_path / folder)
+        rows = [json.loads(line) for line in (tmp_path / folder / "eco_test_forget.jsonl").read_text().splitlines()]
+        return [r["loglik"] for r in rows]
+
+    assert loglik(["test_forget"], "alone") == loglik(["train_forget", "test_forget"], "after_other")

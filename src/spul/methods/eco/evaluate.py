@@ -52,6 +52,7 @@ def evaluate_guarded(model, encoder: TaskEncoder, data: UnlearningData, cfg: Eva
 
     def make_provider(split: str):
         lengths = np.asarray([len(p) for p in encoder.encode_prompts(data[Split(split)]["text"].tolist())])
+        guard.corruption.reset()  # a split's noise must not depend on which splits were evaluated before it
 
         def provider(n, rows):
             guard.set_batch(flags[split][rows], lengths[rows])
