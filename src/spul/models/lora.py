@@ -21,6 +21,8 @@ def add_lora(model, cfg: Any, section: str):
     """Wrap ``model`` with a LoRA adapter on ``cfg.target_modules``, refusing names the model lacks."""
     from peft import LoraConfig, TaskType, get_peft_model
 
+    from spul.models.seeding import seeded
+
     names = {n.split(".")[-1] for n, _ in model.named_modules()}
     missing = [m for m in cfg.target_modules if m not in names]
     if missing:
@@ -28,8 +30,6 @@ def add_lora(model, cfg: Any, section: str):
             f"model has no module named {missing[0]!r} for LoRA",
             f"set {section}.target_modules to modules the model has (e.g. q_proj, v_proj; c_attn for GPT-2)",
         )
-    from spul.models.seeding import seeded
-
     lora = LoraConfig(task_type=TaskType.CAUSAL_LM, r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=list(cfg.target_modules))
     with seeded(cfg.seed):  # the LoRA A matrices are drawn here, before the Trainer seeds anything

@@ -13,6 +13,7 @@ import enum
 import torch
 
 from spul.errors import ConfigError
+from spul.models.seeding import seeded
 
 
 class PromptEncoder(str, enum.Enum):
@@ -56,8 +57,6 @@ def add_soft_prompt(model, encoder: PromptEncoder, num_virtual_tokens: int, init
                     tokenizer=None, init_text: str | None = None, seed: int = 0, encoder_hidden_size: int = 128):
     """Wrap ``model`` in a PEFT prompt-learning model; only the prompt's parameters require grad."""
     from peft import get_peft_model
-
-    from spul.models.seeding import seeded
 
     name = getattr(model, "_spul_source", None) or model.config._name_or_path
     config = make_prompt_config(PromptEncoder(encoder), num_virtual_tokens, name, encoder_hidden_size=encoder_hidden_size)

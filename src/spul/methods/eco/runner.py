@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-
 from spul.configuration import to_dict
 from spul.data.encoding import TaskEncoder
 from spul.data.splits import Split, UnlearningData
