@@ -16,6 +16,11 @@ import time
 import torch
 
 
+def _quartiles(values: list[float]) -> dict[str, float]:
+    q1, q2, q3 = statistics.quantiles(values, n=4) if len(values) > 1 else (values[0],) * 3
+    return {"q1": round(q1, 4), "median": round(q2, 4), "q3": round(q3, 4)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="packaged:smollm2-135m-instruct")
@@ -67,6 +72,8 @@ def main() -> None:
         "tokens_per_request": round(float(mask.sum()) / ids.shape[0], 1), "prompt_length": args.prompt_length,
         "median_s": {k: round(v, 4) for k, v in med.items()},
         "overhead_vs_base": {k: round(v / med["base"] - 1, 4) for k, v in med.items()},
+        # each repetition's variant against the base timed right before it: drift cancels, the spread shows the noise
+        "paired_overhead": {k: _quartiles([x / b - 1 for x, b in zip(v, times["base"])]) for k, v in times.items() if k != "base"},
         "all_s": {k: [round(x, 4) for x in v] for k, v in times.items()},
     }
     text = json.dumps(result, indent=2)

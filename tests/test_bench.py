@@ -23,6 +23,9 @@ def test_bench_tiny_random_model_json(tmp_path):
     assert abs(losses["naive"] - losses["optimised"]) < 1e-3 * abs(losses["optimised"])
     assert abs(losses["optimised_ckpt"] - losses["optimised"]) < 1e-4 * abs(losses["optimised"])
     assert result["non_embedding_params"] > 0 and result["device"]["peak_tflops"] > 0
+    # the optimised step runs the prompt once per batch (shared keys/values); checkpointing and naive once per row
+    tokens = {r["variant"]: r["tokens_per_example"] for r in result["training"]}
+    assert tokens["naive"] == tokens["optimised_ckpt"] and abs(tokens["naive"] - tokens["optimised"] - 3 * 3 / 4) < 0.11
     mfu_target = result["targets"][0]
     assert mfu_target["met"] is None  # not measurable on a CPU / small model
 
@@ -37,3 +40,26 @@ def test_random_architectures_have_the_named_shapes():
     assert not any(p.requires_grad for p in model.parameters())
     embed = model.get_input_embeddings().weight.numel()
     assert non_embedding_params(model) == sum(p.numel() for p in model.parameters()) - embed  # tied head
+
+
+def test_phase_bench_trains_every_variant_for_the_same_steps(tmp_path, tiny_model_dir):
+    """``spul bench --phase``: the whole SPUL phase of a config, real trainer vs naive loop, one JSON."""
+    from conftest import tiny_run_config
+
+    from spul.configuration import dump_yaml, to_dict
+    from spul.interfaces.cli import main
+
+    cfg = tiny_run_config(tmp_path, tiny_model_dir)
+    config = tmp_path / "run.yaml"
+    config.write_text(dump_yaml(to_dict(cfg)))
+    out = tmp_path / "phase.json"
+    code = main(["bench", "--phase", str(config), "--phase-epochs", "2", "--phase-variants", "optimised,optimised_plain,naive",
+                 "--set", "unlearn.batch_size=16", "--out", str(out)])
+    assert code == 0
+    result = json.loads(out.read_text())
+    phases = {r["variant"]: r for r in result["phases"]}
+    assert list(phases) == ["optimised", "optimised_plain", "naive"]
+    assert result["rows"] == 48 and {r["steps"] for r in phases.values()} == {6}  # 48 rows / 16 × 2 epochs
+    assert all(r["seconds"] > 0 and r["final_loss"] == r["final_loss"] for r in phases.values())
+    assert result["unlearn"]["batch_size"] == 16 and result["target"]["threshold"] == 3.0
+    assert result["speedup_vs_naive"] > 0 and result["speedup_from_shortcuts"] > 0

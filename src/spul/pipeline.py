@@ -112,7 +112,7 @@ def unlearn(cfg: RunConfig, data: UnlearningData | None = None, base: str | None
     from transformers.trainer_utils import get_last_checkpoint
 
     from spul.artifacts import save_artifact
-    from spul.methods.spul import SpulArguments, SpulTrainer
+    from spul.methods.spul import SpulTrainer
     from spul.methods.training import AnswerCollator, AnswerDataset, build_examples
     from spul.models.soft_prompt import add_soft_prompt, count_trainable
 
@@ -129,7 +129,7 @@ def unlearn(cfg: RunConfig, data: UnlearningData | None = None, base: str | None
                                  encoder_hidden_size=ucfg.encoder_hidden_size)
     device = resolve_device(cfg.model.device)
     workdir = cfg.out / "unlearn"
-    args = SpulArguments(**ucfg.trainer_kwargs(str(workdir / "checkpoints"), device.type), alpha=ucfg.alpha, beta=ucfg.beta)
+    args = ucfg.training_arguments(str(workdir / "checkpoints"), device.type)
     trainer = SpulTrainer(model=peft_model, args=args, train_dataset=AnswerDataset(examples), data_collator=AnswerCollator(tokenizer.pad_token_id),
                           callbacks=callbacks)
     last = get_last_checkpoint(str(workdir / "checkpoints")) if resume and (workdir / "checkpoints").is_dir() else None

@@ -31,8 +31,8 @@ import torch
 from spul.bench.hardware import (clock, device_name, measured_matmul_tflops, peak_memory_mb, reset_peak_memory, sync,
                                  table_peak_tflops)
 from spul.bench.models import bench_model, non_embedding_params
+from spul.bench.naive import naive_spul_step
 from spul.errors import ConfigError
-from spul.methods.losses import answer_positions, kl_base_to_prompted, per_row_mean, spul_loss, token_nll
 from spul.models.forward import pad_left, unwrap
 
 
@@ -125,44 +125,17 @@ def _synthetic_batches(cfg: BenchConfig, vocab: int, count: int, batch_size: int
     return batches, prompts
 
 
-def _tokens_per_example(batch: dict, prompt_length: int) -> float:
-    return float(batch["attention_mask"].sum()) / batch["attention_mask"].shape[0] + prompt_length
+def _tokens_per_example(batch: dict, prompt_length: int, shared_prompt: bool = False) -> float:
+    """Positions the trunk really runs per example: a prompt shared across the batch counts once per batch."""
+    rows = batch["attention_mask"].shape[0]
+    return float(batch["attention_mask"].sum()) / rows + (prompt_length / rows if shared_prompt else prompt_length)
 
 
 # ---------------------------------------------------------------- training
 
-def _naive_step(peft_model, reference, batch: dict, alpha: float, beta: float, optimizer) -> float:
-    """Full-vocabulary logits at every position and a second model for the KL: the baseline."""
-    from spul.models.soft_prompt import prompt_vectors
-
-    base = unwrap(peft_model)
-    ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
-    embeds = base.get_input_embeddings()(ids)
-    prompt = prompt_vectors(peft_model, ids.shape[0], embeds.dtype)
-    full_mask = torch.cat([mask.new_ones(prompt.shape[:2]), mask], dim=1)
-    positions = (full_mask.cumsum(-1) - 1).clamp(min=0)
-    logits = base(inputs_embeds=torch.cat([prompt, embeds], dim=1), attention_mask=full_mask, position_ids=positions,
-                  use_cache=False).logits.float()
-    answer_logits, targets, rows = answer_positions(logits, labels)
-    row_nll = per_row_mean(token_nll(answer_logits, targets), rows, ids.shape[0])
-    with torch.no_grad():
-        ref_positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        ref_logits = reference(input_ids=ids, attention_mask=mask, position_ids=ref_positions, use_cache=False).logits.float()
-        ref_answer, _, _ = answer_positions(ref_logits, labels)
-    retain = ~batch["is_forget"]
-    token_kl = kl_base_to_prompted(answer_logits, ref_answer)
-    keep = retain[rows]
-    row_kl = per_row_mean(token_kl[keep], rows[keep], ids.shape[0])
-    loss = spul_loss(row_nll, batch["is_forget"], row_kl, alpha, beta).total
-    loss.backward()
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return float(loss.detach())
-
-
 def _train_variant(variant: TrainVariant, model, batches: list[dict], cfg: BenchConfig, device: torch.device,
                    n_params: int) -> dict[str, Any]:
-    from spul.methods.spul import SpulArguments, SpulConfig, SpulTrainer
+    from spul.methods.spul import SpulConfig, SpulTrainer
     from spul.models.soft_prompt import PromptEncoder, add_soft_prompt
 
     peft_model = add_soft_prompt(model, PromptEncoder.PROMPT_TUNING, cfg.prompt_length, seed=cfg.seed)
@@ -179,9 +152,9 @@ def _train_variant(variant: TrainVariant, model, batches: list[dict], cfg: Bench
         reference = copy.deepcopy(unwrap(model))
 
         def step_fn(batch):
-            return _naive_step(peft_model, reference, batch, scfg.alpha, scfg.beta, optimizer)
+            return naive_spul_step(peft_model, reference, batch, scfg.alpha, scfg.beta, optimizer)
     else:
-        args = SpulArguments(**scfg.trainer_kwargs(workdir, device.type), alpha=scfg.alpha, beta=scfg.beta)
+        args = scfg.training_arguments(workdir, device.type)
         trainer = SpulTrainer(model=peft_model, args=args, train_dataset=None)
         if scfg.gradient_checkpointing:
             peft_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -209,10 +182,11 @@ def _train_variant(variant: TrainVariant, model, batches: list[dict], cfg: Bench
         losses.append(step_fn(b))
         sync(device)
         times.append(now() - start)
+    shared = variant is not TrainVariant.NAIVE and trainer._share_prompt(peft_model)
     if scfg.gradient_checkpointing:
         peft_model.gradient_checkpointing_disable()
     examples = cfg.batch_size * len(times)
-    tokens = statistics.mean(_tokens_per_example(b, cfg.prompt_length) for b in batches[cfg.warmup:])
+    tokens = statistics.mean(_tokens_per_example(b, cfg.prompt_length, shared) for b in batches[cfg.warmup:])
     result = {
         "variant": variant.value,
         "seconds_per_step": round(statistics.median(times), 4),
@@ -229,48 +203,58 @@ def _train_variant(variant: TrainVariant, model, batches: list[dict], cfg: Bench
 
 # ---------------------------------------------------------------- inference
 
-def _infer_variant(variant: InferVariant, model, prompt_ids: list[list[int]], pad_id: int, cfg: BenchConfig,
-                   device: torch.device) -> dict[str, Any]:
+def _infer_runner(variant: InferVariant, model, ids: torch.Tensor, mask: torch.Tensor, cfg: BenchConfig, device: torch.device):
+    """A closure computing one batch's last-position logits the variant's way, and the prefix build time."""
     from spul.models.forward import hidden_states, lm_logits
     from spul.models.prefix_cache import PrefixCache
 
-    ids, mask = pad_left(prompt_ids, pad_id, device)
     weight = unwrap(model).get_input_embeddings().weight
     soft = weight[torch.arange(100, 100 + cfg.prompt_length, device=device) % weight.shape[0]].detach().clone()
-    build_s = None
     if variant is InferVariant.PREFIX_CACHE:
         now = clock(bool(cfg.cpu_time))
         start = now()
         cache = PrefixCache(model, soft)
         sync(device)
-        build_s = now() - start
+        return (lambda: cache.last_logits(ids, mask)), now() - start
+    prompt = soft.unsqueeze(0).expand(ids.shape[0], -1, -1) if variant is InferVariant.PROMPT else None
 
-        def run():
-            return cache.last_logits(ids, mask)
-    else:
-        prompt = soft.unsqueeze(0).expand(ids.shape[0], -1, -1) if variant is InferVariant.PROMPT else None
+    def run():
+        with torch.no_grad():
+            return lm_logits(model, hidden_states(model, ids, mask, prompt)[:, -1, :].contiguous())
 
-        def run():
-            with torch.no_grad():
-                return lm_logits(model, hidden_states(model, ids, mask, prompt)[:, -1, :].contiguous())
+    return run, None
 
+
+def _infer_variants(variants: list[InferVariant], model, prompt_ids: list[list[int]], pad_id: int, cfg: BenchConfig,
+                    device: torch.device) -> list[dict[str, Any]]:
+    """Time the variants in interleaved rounds (each round runs every variant once, back to back), so slow drift
+    of a shared machine hits all variants alike; the overhead is the median of each round's ratio to ``base``."""
+    ids, mask = pad_left(prompt_ids, pad_id, device)
+    runners = {v: _infer_runner(v, model, ids, mask, cfg, device) for v in variants}
     reset_peak_memory(device)
-    run()
+    for run, _ in runners.values():
+        run()
     sync(device)
-    times = []
+    times: dict[InferVariant, list[float]] = {v: [] for v in variants}
     now = clock(bool(cfg.cpu_time))
     for _ in range(cfg.infer_reps):
-        start = now()
-        run()
-        sync(device)
-        times.append(now() - start)
-    latency = statistics.median(times)
-    out = {"variant": variant.value, "batch_size": ids.shape[0], "tokens_per_request": round(float(mask.sum()) / ids.shape[0], 1),
-           "latency_s": round(latency, 4), "requests_per_s": round(ids.shape[0] / latency, 2),
-           "peak_memory_mb": round(peak_memory_mb(device), 1)}
-    if build_s is not None:
-        out["cache_build_s"] = round(build_s, 4)
-    return out
+        for v, (run, _) in runners.items():
+            start = now()
+            run()
+            sync(device)
+            times[v].append(now() - start)
+    rows = []
+    for v, (_, build_s) in runners.items():
+        latency = statistics.median(times[v])
+        row = {"variant": v.value, "batch_size": ids.shape[0], "tokens_per_request": round(float(mask.sum()) / ids.shape[0], 1),
+               "latency_s": round(latency, 4), "requests_per_s": round(ids.shape[0] / latency, 2),
+               "peak_memory_mb": round(peak_memory_mb(device), 1), "times_s": [round(t, 4) for t in times[v]]}
+        if build_s is not None:
+            row["cache_build_s"] = round(build_s, 4)
+        if InferVariant.BASE in times:
+            row["overhead_vs_base"] = round(statistics.median(t / b - 1 for t, b in zip(times[v], times[InferVariant.BASE])), 4)
+        rows.append(row)
+    return rows
 
 
 # ---------------------------------------------------------------- the run
@@ -295,7 +279,7 @@ def _targets(result: dict, cfg: BenchConfig) -> list[dict[str, Any]]:
                 "met": (mfu >= 0.5) if (gpu and big and mfu is not None) else None,
                 "note": None if (gpu and big) else "needs `spul bench --model random:llama-7b --dtype bfloat16` on an H100"})
     if "base" in by_infer and "prefix_cache" in by_infer:
-        over = by_infer["prefix_cache"]["latency_s"] / by_infer["base"]["latency_s"] - 1
+        over = by_infer["prefix_cache"]["overhead_vs_base"]
         out.append({"target": f"serving with the soft prompt <= 3% slower than base (batch {cfg.infer_batch_size})",
                     "threshold": 0.03, "measured": round(over, 4), "met": over <= 0.03})
     if "optimised" in by_train and "naive" in by_train:
@@ -355,15 +339,11 @@ def _run(cfg: BenchConfig, log) -> dict[str, Any]:
         row["mfu"] = round(row["achieved_tflops"] / peak, 4)
         result["training"].append(row)
         log(f"  {row['seconds_per_step']} s/step, {row['examples_per_s']} examples/s, MFU {row['mfu']:.1%}")
-    for variant in cfg.infer_variants:
-        log(f"inference: {variant.value} ...")
-        row = _infer_variant(variant, model, prompts, pad_id, cfg, device)
-        result["inference"].append(row)
-        log(f"  {row['latency_s']} s/batch, {row['requests_per_s']} requests/s")
-    base = next((r for r in result["inference"] if r["variant"] == "base"), None)
-    for row in result["inference"]:
-        if base is not None:
-            row["overhead_vs_base"] = round(row["latency_s"] / base["latency_s"] - 1, 4)
+    if cfg.infer_variants:
+        log("inference: " + ", ".join(v.value for v in cfg.infer_variants) + f" ({cfg.infer_reps} interleaved rounds) ...")
+        result["inference"] = _infer_variants(cfg.infer_variants, model, prompts, pad_id, cfg, device)
+        for row in result["inference"]:
+            log(f"  {row['variant']}: {row['latency_s']} s/batch, {row['requests_per_s']} requests/s")
     result["targets"] = _targets(result, cfg)
     result["wall_s"] = round(time.perf_counter() - started, 1)
     return result

@@ -26,6 +26,7 @@ from spul.methods.losses import IGNORE, answer_positions, per_row_mean, token_nl
 from spul.methods.distributed import average_gradients, is_ddp
 from spul.models.checkpointing import rearm_checkpointing
 from spul.models.forward import hidden_states, lm_logits, pad_left, unwrap
+from spul.models.prefix_cache import hidden_after_prefix, prefix_key_values
 
 
 class AnswerDataset(Dataset):
@@ -41,7 +42,7 @@ class AnswerDataset(Dataset):
         ex = self.examples[i]
         # input_ids is what LengthGroupedSampler measures for length bucketing
         return {"input_ids": ex.prompt_ids + ex.target_ids[:-1], "prompt_len": len(ex.prompt_ids), "target_ids": ex.target_ids,
-                "label": ex.label, "is_forget": ex.is_forget, "index": ex.index}
+                "label": ex.label, "is_forget": ex.is_forget, "index": ex.index, "row_id": i}
 
 
 def generic_choices(n: int, num_generic: int, seed: int) -> np.ndarray:
@@ -87,6 +88,8 @@ class AnswerCollator:
             "labels": labels,
             "is_forget": torch.tensor([r["is_forget"] for r in rows], dtype=torch.bool),
             "class_label": torch.tensor([r["label"] for r in rows], dtype=torch.long),
+            # which data-set row each batch row is (-1: unknown): the key of the trainer's reference cache
+            "row_id": torch.tensor([r.get("row_id", -1) for r in rows], dtype=torch.long),
         }
 
 
@@ -99,6 +102,8 @@ class AnswerTrainer(Trainer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._parts: dict[str, list[float]] = defaultdict(list)
+        # data-set row -> the reference model's final hidden states at that row's answer positions [k, d]
+        self._reference_hidden: dict[int, torch.Tensor] = {}
         # compute_loss returns a per-batch mean and ignores num_items_in_batch, so the Trainer must divide by the
         # accumulation steps itself (a PEFT forward's **kwargs would otherwise make it skip that division)
         self.model_accepts_loss_kwargs = False
@@ -113,15 +118,49 @@ class AnswerTrainer(Trainer):
 
     def answer_nll(self, model, inputs: dict[str, torch.Tensor], prompt: torch.Tensor | None = None,
                    with_hidden: bool = False):
-        """Per-row mean NLL ``[B]`` of ``labels``; also the answer logits and their rows if asked."""
+        """Per-row mean NLL ``[B]`` of ``labels``; also the answer logits and their rows if asked.
+
+        ``prompt`` is ``[B, p, d]`` (run in front of every row) or ``[1, p, d]`` (run once; its keys/values are
+        shared by all rows, see ``spul.models.prefix_cache``).
+        """
         if self.frozen_trunk_in_eval_mode and model.training:
             unwrap(model).eval()  # Trainer calls model.train() every step; the frozen trunk stays in eval
             rearm_checkpointing(unwrap(model))  # eval mode would silently switch gradient checkpointing off
-        hidden = hidden_states(model, inputs["input_ids"], inputs["attention_mask"], prompt)
+        ids, mask = inputs["input_ids"], inputs["attention_mask"]
+        if prompt is not None and prompt.shape[0] == 1 and ids.shape[0] > 1:
+            hidden = hidden_after_prefix(model, prefix_key_values(model, prompt), ids, mask)
+        else:
+            hidden = hidden_states(model, ids, mask, prompt)
         h, targets, rows = answer_positions(hidden, inputs["labels"])
         logits = lm_logits(model, h)
         nll = per_row_mean(token_nll(logits, targets), rows, inputs["labels"].shape[0])
         return (nll, logits, rows) if with_hidden else nll
+
+    def reference_answer_hidden(self, inputs: dict[str, torch.Tensor], rows: torch.Tensor, compute, cache: bool) -> torch.Tensor:
+        """The reference model's final hidden states ``[N, d]`` at the answer positions of the batch rows ``rows``.
+
+        ``compute(ids, mask)`` returns the reference's final hidden states for a (left-padded) sub-batch. The
+        reference is frozen, so with ``cache`` each data-set row runs through it once per training instead of
+        once per epoch; only ``k × d`` numbers per row are kept (the LM head re-applies to them), never
+        vocabulary-sized rows.
+        """
+        ids, mask, labels = inputs["input_ids"][rows], inputs["attention_mask"][rows], inputs["labels"][rows]
+        keys = inputs.get("row_id")
+        keys = keys[rows].tolist() if keys is not None and cache else None
+        if not keys or min(keys) < 0:
+            with torch.no_grad():
+                h, _, _ = answer_positions(compute(ids, mask), labels)
+            return h
+        store = self._reference_hidden
+        missing = [i for i, key in enumerate(keys) if key not in store]
+        if missing:
+            pick = torch.tensor(missing, device=ids.device)
+            with torch.no_grad():
+                hidden = compute(ids[pick], mask[pick])
+            tail = hidden[:, hidden.shape[1] - labels.shape[1]:, :]
+            for j, i in enumerate(missing):
+                store[keys[i]] = tail[j][labels[i] != IGNORE].detach().clone()
+        return torch.cat([store[key] for key in keys], dim=0)
 
     def record(self, **parts: torch.Tensor | float) -> None:
         """Keep loss components for the next log line, and stop on a non-finite loss."""

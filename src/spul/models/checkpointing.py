@@ -43,3 +43,10 @@ def rearm_checkpointing(model: torch.nn.Module) -> int:
             module.training = True  # this module only; children keep eval-mode dropout
             count += 1
     return count
+
+
+def checkpointing_enabled(model: torch.nn.Module) -> bool:
+    """Whether any decoder layer has gradient checkpointing switched on (version-independent)."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    return any(isinstance(m, GradientCheckpointingLayer) and m.gradient_checkpointing for m in model.modules())

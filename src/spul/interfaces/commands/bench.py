@@ -13,6 +13,9 @@ def cmd_bench(args) -> int:
     from spul.bench import BenchConfig, run_bench
     from spul.io import write_json
 
+    if args.phase:
+        return _phase(args)
+
     cfg = BenchConfig(
         model=args.model, dtype=args.dtype, device=args.device, attn_implementation=args.attn, data=args.data,
         max_length=args.max_length, seq_len=args.seq_len, batch_size=args.batch_size, prompt_length=args.prompt_length,
@@ -30,6 +33,28 @@ def cmd_bench(args) -> int:
     for t in result["targets"]:
         status = "not measured" if t["met"] is None else ("met" if t["met"] else "NOT met")
         print(f"target: {t['target']}: {status} (measured {t['measured']})")
+    return 0
+
+
+def _phase(args) -> int:
+    from spul.bench.phase import PhaseBenchConfig, run_phase_bench
+    from spul.configuration import load_config
+    from spul.interfaces.cli import resolve_config_path
+    from spul.io import write_json
+    from spul.pipeline import RunConfig
+
+    run_cfg = load_config(RunConfig, resolve_config_path(args.phase), args.set or [])
+    cfg = PhaseBenchConfig(variants=[v for v in args.phase_variants.split(",") if v], base=args.phase_base,
+                           epochs=args.phase_epochs, cpu_time={"auto": None, "cpu": True, "wall": False}[args.clock])
+    result = run_phase_bench(run_cfg, cfg)
+    if args.out:
+        write_json(args.out, result)
+        print(f"results: {args.out}")
+    else:
+        print(json.dumps(result, indent=2))
+    if "target" in result:
+        t = result["target"]
+        print(f"target: {t['target']}: {'met' if t['met'] else 'NOT met'} (measured {t['measured']}x)")
     return 0
 
 
@@ -55,6 +80,12 @@ def register(subparsers) -> None:
     p.add_argument("--peak-tflops", type=float, default=None, help="override the device peak used for MFU")
     p.add_argument("--clock", default="auto", choices=["auto", "cpu", "wall"],
                    help="cpu: this process's CPU time on one thread (robust on a shared CPU); auto: cpu on CPU devices, wall on GPUs")
+    p.add_argument("--phase", metavar="CONFIG", help="instead: time the whole SPUL phase of a run config (e.g. quickstart), "
+                                                     "the real trainer against the naive loop")
+    p.add_argument("--phase-variants", default="optimised,naive", help="comma list of optimised, optimised_plain, naive")
+    p.add_argument("--phase-epochs", type=float, default=None, help="override unlearn.num_epochs for the phase benchmark")
+    p.add_argument("--phase-base", default=None, help="model to unlearn from (default: the config's model.name_or_path)")
+    p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="config overrides for --phase, e.g. model.dtype=float32")
     p.add_argument("--out", "-o", help="write the JSON here instead of printing it")
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=cmd_bench)

@@ -19,7 +19,7 @@ from spul.data.splits import UnlearningData
 from spul.data.tasks import Task
 from spul.errors import ArtifactError
 from spul.methods.baselines.config import BaselineConfig, BaselineMethod, Tuning
-from spul.methods.losses import answer_positions, baseline_loss, kl_base_to_prompted, per_row_mean
+from spul.methods.losses import baseline_loss, kl_base_to_prompted, per_row_mean
 from spul.methods.training import AnswerCollator, AnswerDataset, AnswerTrainer, build_examples
 from spul.models.forward import hidden_states, lm_logits
 from spul.models.loading import ModelConfig, load_model, resolve_device, weights_fingerprint
@@ -44,14 +44,20 @@ class BaselineTrainer(AnswerTrainer):
         self.ref_model = ref_model
 
     def _reference_logits(self, model, inputs: dict[str, torch.Tensor], retain: torch.Tensor) -> torch.Tensor:
-        ids, mask, labels = inputs["input_ids"][retain], inputs["attention_mask"][retain], inputs["labels"][retain]
+        """The frozen reference's answer logits on the retain rows, each row's hidden states computed once."""
+
+        def compute(ids, mask):
+            if self.ref_model is not None:
+                return hidden_states(self.ref_model, ids, mask)
+            with model.disable_adapter():
+                return hidden_states(model, ids, mask)
+
+        hidden = self.reference_answer_hidden(inputs, retain, compute, cache=True)
         with torch.no_grad():
             if self.ref_model is not None:
-                h, _, _ = answer_positions(hidden_states(self.ref_model, ids, mask), labels)
-                return lm_logits(self.ref_model, h)
-            with model.disable_adapter():
-                h, _, _ = answer_positions(hidden_states(model, ids, mask), labels)
-                return lm_logits(model, h)
+                return lm_logits(self.ref_model, hidden)
+            with model.disable_adapter():  # the head too may carry LoRA weights
+                return lm_logits(model, hidden)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         cfg = self.baseline

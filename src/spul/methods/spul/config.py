@@ -22,6 +22,9 @@ class SpulConfig(TrainConfig):
     prompt_init_text: str | None = None
     alpha: float = 0.5
     beta: float = 0.5
+    # speed, not semantics: both leave the loss unchanged up to float rounding
+    shared_prompt_kv: bool = True  # run the prompt once per step and share its keys/values across the batch
+    reference_cache: bool = True  # keep each retain row's unprompted answer hidden states after its first visit
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -37,6 +40,10 @@ class SpulConfig(TrainConfig):
         if self.prompt_init is PromptInit.TEXT and not self.prompt_init_text:
             raise ConfigError("unlearn.prompt_init=text but unlearn.prompt_init_text is empty", "give a text or use prompt_init=vocab")
 
+    def training_arguments(self, output_dir: str, device_type: str) -> "SpulArguments":
+        return SpulArguments(**self.trainer_kwargs(output_dir, device_type), alpha=self.alpha, beta=self.beta,
+                             shared_prompt_kv=self.shared_prompt_kv, reference_cache=self.reference_cache)
+
 
 @dataclass
 class SpulArguments(TrainingArguments):
@@ -44,3 +51,5 @@ class SpulArguments(TrainingArguments):
 
     alpha: float = field(default=0.5, metadata={"help": "weight of the retain cross-entropy L_r"})
     beta: float = field(default=0.5, metadata={"help": "weight of the KL to the unprompted model on retain rows"})
+    shared_prompt_kv: bool = field(default=True, metadata={"help": "run the soft prompt once per step, share its keys/values"})
+    reference_cache: bool = field(default=True, metadata={"help": "keep each retain row's reference answer hidden states"})

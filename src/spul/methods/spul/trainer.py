@@ -2,33 +2,37 @@
 
 from __future__ import annotations
 
-import torch
-
-from spul.methods.losses import answer_positions, kl_base_to_prompted, per_row_mean, spul_loss
+from spul.methods.losses import kl_base_to_prompted, per_row_mean, spul_loss
 from spul.methods.training import AnswerTrainer
-from spul.models.forward import hidden_states, lm_logits
+from spul.models.checkpointing import checkpointing_enabled
+from spul.models.forward import hidden_states, lm_logits, unwrap
 from spul.models.soft_prompt import prompt_vectors
 
 
 class SpulTrainer(AnswerTrainer):
     """L = L_f + α·L_r + β·L_kl; only the soft prompt has gradients.
 
-    The KL reference is the same frozen model with the prompt left out (no second copy, no logit cache):
-    a no-grad forward of the retain rows without the prefix, at the same answer positions.
+    The KL reference is the same frozen model with the prompt left out (no second copy, no logit cache): the
+    retain rows without the prefix, at the same answer positions. With ``reference_cache`` its final hidden
+    states there are kept after a row's first visit (``AnswerTrainer.reference_answer_hidden``). With
+    ``shared_prompt_kv`` the prompt runs once per step and every row attends to its keys/values.
     """
+
+    def _share_prompt(self, model) -> bool:
+        # transformers turns the key/value cache off under gradient checkpointing, so share only without it
+        return bool(getattr(self.args, "shared_prompt_kv", True)) and not checkpointing_enabled(unwrap(model))
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         batch = inputs["input_ids"].shape[0]
         embed_dtype = model.get_input_embeddings().weight.dtype
-        prompt = prompt_vectors(model, batch, embed_dtype)
+        prompt = prompt_vectors(model, 1 if self._share_prompt(model) else batch, embed_dtype)
         row_nll, logits, rows = self.answer_nll(model, inputs, prompt, with_hidden=True)
         retain = ~inputs["is_forget"]
         row_kl = None
         if self.args.beta > 0 and bool(retain.any()):
-            with torch.no_grad():
-                ids, mask, labels = inputs["input_ids"][retain], inputs["attention_mask"][retain], inputs["labels"][retain]
-                base_h, _, _ = answer_positions(hidden_states(model, ids, mask, None), labels)
-                base_logits = lm_logits(model, base_h)
+            base_h = self.reference_answer_hidden(inputs, retain, lambda ids, mask: hidden_states(model, ids, mask, None),
+                                                  cache=bool(getattr(self.args, "reference_cache", True)))
+            base_logits = lm_logits(model, base_h)
             retain_tokens = retain[rows]
             token_kl = kl_base_to_prompted(logits[retain_tokens], base_logits)
             # map retain-token KLs back to their rows; forget rows get 0 and are masked out in spul_loss
