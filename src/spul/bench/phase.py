@@ -52,7 +52,7 @@ class PhaseBenchConfig:
             raise ConfigError(f"phase epochs={self.epochs} is not positive", "give a positive number of epochs")
 
 
-def _optimised(run_cfg, ucfg, peft_model, examples, tokenizer, device) -> dict[str, Any]:
+def _optimised(ucfg, peft_model, examples, tokenizer, device) -> dict[str, Any]:
     from spul.methods.spul import SpulTrainer
     from spul.methods.training import AnswerCollator, AnswerDataset
 
@@ -147,7 +147,7 @@ def _run(run_cfg, cfg: PhaseBenchConfig, log) -> dict[str, Any]:
         if variant is PhaseVariant.NAIVE:
             row = _naive(vcfg, peft_model, examples, tokenizer, device)
         else:
-            row = _optimised(run_cfg, vcfg, peft_model, examples, tokenizer, device)
+            row = _optimised(vcfg, peft_model, examples, tokenizer, device)
         row = {"variant": variant.value, "seconds": round(now() - start, 1), "wall_s": round(time.perf_counter() - wall, 1),
                "trainable_parameters": count_trainable(peft_model), **row}
         row["seconds_per_step"] = round(row["seconds"] / max(row["steps"], 1), 3)

@@ -43,9 +43,10 @@ def expanded_cache(model, layers: KeyValues, batch_size: int):
     return DynamicCache(ddp_cache_data=data, config=unwrap(model).config)
 
 
-def hidden_after_prefix(model, layers: KeyValues, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                        prompt_rows: torch.Tensor | None = None) -> torch.Tensor:
-    """Final hidden states ``[B, T, d]`` of left-padded text tokens that follow the shared prefix ``layers``.
+def run_after_prefix(model, layers: KeyValues, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                     prompt_rows: torch.Tensor | None = None):
+    """The decoder's output for left-padded text tokens that follow the shared prefix ``layers``, and the mask
+    over prefix + text (what a caller continuing generation from the returned cache needs).
 
     ``prompt_rows [B]`` (bool) keeps the prefix for some rows only; the others see it masked out, which
     makes them exactly unprompted rows (same convention as ``forward.hidden_states``).
@@ -60,7 +61,13 @@ def hidden_after_prefix(model, layers: KeyValues, input_ids: torch.Tensor, atten
     cache_position = torch.arange(length, length + input_ids.shape[1], device=input_ids.device)
     out = decoder_of(model)(input_ids=input_ids, attention_mask=mask, position_ids=position_ids,
                             past_key_values=expanded_cache(model, layers, batch), cache_position=cache_position, use_cache=True)
-    return out.last_hidden_state
+    return out, mask
+
+
+def hidden_after_prefix(model, layers: KeyValues, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                        prompt_rows: torch.Tensor | None = None) -> torch.Tensor:
+    """Final hidden states ``[B, T, d]`` of left-padded text tokens that follow the shared prefix ``layers``."""
+    return run_after_prefix(model, layers, input_ids, attention_mask, prompt_rows)[0].last_hidden_state
 
 
 class PrefixCache:
@@ -75,9 +82,6 @@ class PrefixCache:
         with torch.no_grad():
             self.layers = prefix_key_values(model, prompt.detach())
         self.length = self.layers[0][0].shape[-2]
-
-    def expanded(self, batch_size: int):
-        return expanded_cache(self.model, self.layers, batch_size)
 
     def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                       prompt_rows: torch.Tensor | None = None) -> torch.Tensor:

@@ -17,7 +17,7 @@ import torch
 from spul.data.encoding import TaskEncoder
 from spul.evaluation.scoring import score_prompts
 from spul.models.forward import decoder_of, hidden_states, lm_logits, pad_left, unwrap
-from spul.models.prefix_cache import PrefixCache
+from spul.models.prefix_cache import PrefixCache, run_after_prefix
 
 RowHook = Callable[[np.ndarray], None]
 
@@ -40,13 +40,7 @@ def _run(model, ids: torch.Tensor, mask: torch.Tensor, vectors: torch.Tensor | N
         positions = (full_mask.long().cumsum(-1) - 1).clamp(min=0)
         out = decoder_of(model)(inputs_embeds=embeds, attention_mask=full_mask, position_ids=positions, use_cache=True)
         return out.last_hidden_state[:, -ids.shape[1]:, :], out.past_key_values, full_mask
-    base = unwrap(model)
-    embeds = base.get_input_embeddings()(ids)
-    full_mask = torch.cat([mask.new_ones((ids.shape[0], prefix.length)), mask], dim=1)
-    positions = (full_mask.long().cumsum(-1) - 1).clamp(min=0)[:, prefix.length:]
-    cache_position = torch.arange(prefix.length, prefix.length + ids.shape[1], device=ids.device)
-    out = decoder_of(model)(inputs_embeds=embeds, attention_mask=full_mask, position_ids=positions,
-                            past_key_values=prefix.expanded(ids.shape[0]), cache_position=cache_position, use_cache=True)
+    out, full_mask = run_after_prefix(model, prefix.layers, ids, mask)
     return out.last_hidden_state, (out.past_key_values if use_cache else None), full_mask
 
 
