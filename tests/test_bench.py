@@ -63,3 +63,15 @@ def test_phase_bench_trains_every_variant_for_the_same_steps(tmp_path, tiny_mode
     assert all(r["seconds"] > 0 and r["final_loss"] == r["final_loss"] for r in phases.values())
     assert result["unlearn"]["batch_size"] == 16 and result["target"]["threshold"] == 3.0
     assert result["speedup_vs_naive"] > 0 and result["speedup_from_shortcuts"] > 0
+    ceiling = result["matmul_ceiling"]
+    assert 1 < ceiling["first_epoch"] < ceiling["phase"] < ceiling["later_epochs"]
+
+
+def test_matmul_ceiling_of_the_quickstart_shape():
+    from spul.bench.phase import matmul_ceiling
+
+    # SmolLM2-135M on the quickstart data: the numbers docs/speed.md quotes
+    c = matmul_ceiling(106_205_568, 28_311_552, 26.8, 10, 8, 2 / 3, 6)
+    expected = {"first_epoch": 1.72, "later_epochs": 2.27, "phase": 2.15}
+    assert all(abs(c[k] - v) < 0.01 for k, v in expected.items()), c
+    assert matmul_ceiling(100, 0, 10.0, 0, 1, 0.0, 1)["phase"] == 1.5  # no head, no prompt: (2T + T) / 2T

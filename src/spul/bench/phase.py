@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from spul.bench.hardware import clock, device_name
+from spul.bench.models import non_embedding_params
 from spul.bench.naive import naive_spul_step
 from spul.errors import ConfigError
 
@@ -93,6 +94,21 @@ def _naive(ucfg, peft_model, examples, tokenizer, device) -> dict[str, Any]:
     return {"steps": step, "final_loss": round(sum(losses) / len(losses), 5)}
 
 
+def matmul_ceiling(n_trunk: int, n_head: int, tokens: float, prompt: int, batch: int, retain_share: float,
+                   epochs: float) -> dict[str, float]:
+    """The best speed-up over the naive loop that matmul work allows (attention scores and element-wise ops ignored).
+
+    Naive step: trunk + head on T + p positions forward and backward, then the reference (trunk + head) on T.
+    Optimised step: the trunk forward and backward on T per row plus p once per batch; in the first epoch also
+    the reference trunk on the retain rows (the reference cache serves later epochs).
+    """
+    naive = (n_trunk + n_head) * (2 * (tokens + prompt) + tokens)
+    later = n_trunk * 2 * (tokens + prompt / batch)
+    first = later + n_trunk * tokens * retain_share
+    whole = (first + max(epochs - 1, 0) * later) / max(epochs, 1)
+    return {"first_epoch": round(naive / first, 3), "later_epochs": round(naive / later, 3), "phase": round(naive / whole, 3)}
+
+
 def run_phase_bench(run_cfg, cfg: PhaseBenchConfig, log=print) -> dict[str, Any]:
     """Time each variant's whole SPUL phase for ``run_cfg`` (a ``RunConfig``); JSON-able result."""
     threads = torch.get_num_threads()
@@ -125,13 +141,22 @@ def _run(run_cfg, cfg: PhaseBenchConfig, log) -> dict[str, Any]:
     model, tokenizer = load_model(replace(run_cfg.model, name_or_path=base))
     data = load_unlearning_data(run_cfg.data, Task(run_cfg.task))
     examples = build_examples(data, TaskEncoder(Task(run_cfg.task), tokenizer, run_cfg.model.max_length), forget_target="generic", seed=ucfg.seed)
+    n_trunk = non_embedding_params(model)
+    head = model.get_output_embeddings()
+    n_head = head.weight.numel() if head is not None else 0
+    tokens = sum(len(e.prompt_ids) + len(e.target_ids) - 1 for e in examples) / len(examples)
+    retain_share = sum(not e.is_forget for e in examples) / len(examples)
     result: dict[str, Any] = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "model": base, "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
         "attn_implementation": getattr(model.config, "_attn_implementation", None),
         "device": {"type": device.type, "name": device_name(device)},
         "timing": "process CPU time, 1 thread" if cpu_time else "wall time",
-        "rows": len(examples), "unlearn": to_dict(ucfg),
+        "rows": len(examples), "tokens_per_row": round(tokens, 1), "retain_share": round(retain_share, 3),
+        "non_embedding_params": n_trunk, "head_params": n_head,
+        "matmul_ceiling": matmul_ceiling(n_trunk, n_head, tokens, ucfg.prompt_length, ucfg.batch_size, retain_share,
+                                         ucfg.num_epochs),
+        "unlearn": to_dict(ucfg),
         "versions": {"torch": torch.__version__, "transformers": __import__("transformers").__version__},
         "phases": [],
     }
