@@ -247,6 +247,16 @@ def test_nan_loss_stops_training_with_one_line(workspace, capsys):
     assert_untouched(workspace["out"], before)
 
 
+def test_fsdp_launch_of_weight_training_is_refused(workspace, capsys, monkeypatch):
+    """Only soft-prompt training shards the frozen weights; the LoRA fine-tune under a FSDP launch stops at once."""
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")  # what accelerate launch --config_file fsdp.yaml sets
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    before = snapshot(workspace["out"])
+    rc, err = run_cli(["finetune", "--config", str(workspace["config"]), "finetune.enabled=true"], capsys)
+    assert_one_line_error(rc, err, ("cannot run under a FSDP launch", "ddp.yaml"))
+    assert_untouched(workspace["out"], before)
+
+
 @pytest.mark.parametrize("exc", [MemoryError(), "torch_oom"], ids=["memory_error", "torch_out_of_memory"])
 def test_out_of_memory_simulated(exc, workspace, capsys, monkeypatch):
     """Simulated (a real device OOM cannot be triggered cheaply): the step raising it is patched."""

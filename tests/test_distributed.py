@@ -35,10 +35,22 @@ def test_average_gradients_is_a_no_op_on_one_process():
     assert world_size() == 1 and torch.equal(layer.weight.grad, before)
 
 
-@pytest.mark.slow  # two torchrun processes: ~30 s of CPU, over a minute of wall time on a busy machine
+def _torchrun(config, cwd, port: int, **env_extra) -> None:
+    torchrun = shutil.which("torchrun") or os.path.join(os.path.dirname(sys.executable), "torchrun")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO / "src"), **env_extra)
+    proc = subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", str(port), "-m", "spul.interfaces.cli", "unlearn",
+                           "--config", str(config)], cwd=cwd, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@pytest.mark.slow  # two torchrun launches of 2 processes: ~1 min of CPU, up to 2 min of wall time on a busy machine
 @pytest.mark.skipif(shutil.which("torchrun") is None and not os.path.exists(os.path.join(os.path.dirname(sys.executable), "torchrun")),
                     reason="torchrun is not installed")
-def test_two_process_ddp_matches_one_process(tmp_path, tiny_model_dir):
+def test_two_processes_data_parallel_and_sharded_match_one_process(tmp_path, tiny_model_dir):
+    """DDP (prompt replicated, gradients averaged) and sharded frozen weights (FSDP2, requested the way
+    ``accelerate launch`` with a FSDP config requests it) both learn the one-process prompt."""
+    import json
+
     from spul.configuration import dump_yaml
     from spul.models.loading import ModelConfig, load_model
     from spul.models.soft_prompt import PromptInit, add_soft_prompt, soft_prompt_embedding
@@ -47,31 +59,35 @@ def test_two_process_ddp_matches_one_process(tmp_path, tiny_model_dir):
     common = dict(finetune={"enabled": False}, unlearn={"sampling": "random", "save_steps": 1000})
     single = tiny_run_config(tmp_path / "one", tiny_model_dir, **common)
     unlearn(single)
+    runs = {}
+    # the sharded run also checkpoints activations: recomputing a layer in the backward must re-gather it
+    for name, port, env, checkpointing in (("ddp", 29517, {}, False), ("sharded", 29518, {"ACCELERATE_USE_FSDP": "true"}, True)):
+        cfg = tiny_run_config(tmp_path / name, tiny_model_dir, finetune={"enabled": False},
+                              unlearn={"sampling": "random", "save_steps": 1000, "batch_size": 4, "gradient_checkpointing": checkpointing})
+        (tmp_path / f"{name}.yaml").write_text(dump_yaml(cfg))
+        _torchrun(tmp_path / f"{name}.yaml", tmp_path, port, **env)
+        runs[name] = cfg.out
 
-    ddp = tiny_run_config(tmp_path / "two", tiny_model_dir, finetune={"enabled": False},
-                          unlearn={"sampling": "random", "save_steps": 1000, "batch_size": 4})
-    config = tmp_path / "ddp.yaml"
-    config.write_text(dump_yaml(ddp))
-    torchrun = shutil.which("torchrun") or os.path.join(os.path.dirname(sys.executable), "torchrun")
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO / "src"))
-    proc = subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", "29517", "-m", "spul.interfaces.cli", "unlearn",
-                           "--config", str(config)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-
-    import json
-
-    meta_one = json.loads((single.out / "artifact" / "spul.json").read_text())
-    meta_two = json.loads((ddp.out / "artifact" / "spul.json").read_text())
-    assert meta_one["training"]["steps"] == meta_two["training"]["steps"] == 6  # 48 rows / global batch 8
-    assert abs(meta_one["training"]["final_loss"] - meta_two["training"]["final_loss"]) < 0.02 * meta_one["training"]["final_loss"]
+    meta = {name: json.loads((out / "artifact" / "spul.json").read_text())["training"] for name, out in
+            (("one", single.out), *runs.items())}
+    assert meta["ddp"]["sharding"] is None
+    sharding = meta["sharded"]["sharding"]
+    assert sharding["processes"] == 2 and abs(sharding["frozen_parameters_here"] - sharding["frozen_parameters"] / 2) < 0.01 * sharding["frozen_parameters"]
+    assert meta["one"]["steps"] == meta["ddp"]["steps"] == meta["sharded"]["steps"] == 6  # 48 rows / global batch 8
+    for name in runs:
+        assert abs(meta["one"]["final_loss"] - meta[name]["final_loss"]) < 0.02 * meta["one"]["final_loss"], name
 
     model, tokenizer = load_model(ModelConfig(name_or_path=str(tiny_model_dir), dtype="float32", device="cpu"))
     init = soft_prompt_embedding(add_soft_prompt(model, "prompt_tuning", 4, PromptInit.VOCAB, tokenizer=tokenizer, seed=0)).weight.detach()
-    one, two = _prompt(single.out) - init, _prompt(ddp.out) - init
+    one = _prompt(single.out) - init
     assert one.norm() > 0.05, "training must have moved the prompt"
-    cosine = torch.nn.functional.cosine_similarity(one.flatten(), two.flatten(), dim=0)
-    assert cosine > 0.98, f"update directions differ: cosine {cosine:.4f}"
-    assert (one - two).norm() < 0.15 * one.norm()
+    for name, out in runs.items():
+        other = _prompt(out) - init
+        cosine = torch.nn.functional.cosine_similarity(one.flatten(), other.flatten(), dim=0)
+        assert cosine > 0.98, f"{name}: update directions differ: cosine {cosine:.4f}"
+        assert (one - other).norm() < 0.15 * one.norm(), name
+    # the same computation split differently: sharding changes nothing but float rounding
+    assert torch.allclose(_prompt(runs["ddp"]), _prompt(runs["sharded"]), atol=1e-6)
 
 
 def test_gradient_accumulation_matches_full_batch(tmp_path, tiny_model_dir):
@@ -92,3 +108,12 @@ def test_gradient_accumulation_matches_full_batch(tmp_path, tiny_model_dir):
         runs[name] = json.loads((cfg.out / "artifact" / "spul.json").read_text())["training"]
     assert runs["full"]["steps"] == runs["accum"]["steps"] == 6
     assert abs(runs["accum"]["final_loss"] - runs["full"]["final_loss"]) < 0.1 * runs["full"]["final_loss"]
+
+
+def test_sharding_helpers_are_no_ops_on_one_process(tiny_model):
+    from spul.methods.sharding import gathered, is_sharded, shard_frozen_base
+
+    model, _ = tiny_model
+    assert not is_sharded(model) and shard_frozen_base(model, torch.device("cpu")) is None
+    with gathered(model):
+        pass

@@ -13,6 +13,7 @@ same inputs, so an interrupted run resumes where it stopped:
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +32,7 @@ from spul.methods.finetune.config import FinetuneConfig
 from spul.methods.spul.config import SpulConfig
 from spul.methods.eco.config import EcoConfig
 from spul.methods.distributed import is_main_process
-from spul.models.loading import ModelConfig, load_model, resolve_device, weights_fingerprint
+from spul.models.loading import DType, ModelConfig, load_model, resolve_device, weights_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,7 @@ def unlearn(cfg: RunConfig, data: UnlearningData | None = None, base: str | None
     from transformers.trainer_utils import get_last_checkpoint
 
     from spul.artifacts import save_artifact
+    from spul.methods.sharding import launched_with_fsdp, shard_frozen_base
     from spul.methods.spul import SpulTrainer
     from spul.methods.training import AnswerCollator, AnswerDataset, build_examples
     from spul.models.soft_prompt import add_soft_prompt, count_trainable
@@ -119,7 +121,12 @@ def unlearn(cfg: RunConfig, data: UnlearningData | None = None, base: str | None
     data = data or prepare(cfg)
     base = base or (finetune(cfg, data) if cfg.finetune.enabled else cfg.model.name_or_path)
     ucfg = cfg.unlearn
-    model, tokenizer = load_model(_derived_model_config(cfg, base))
+    shard = (ucfg.shard_frozen_weights or launched_with_fsdp()) and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    model_cfg = _derived_model_config(cfg, base)
+    if shard:  # load on the CPU in the device's dtype; each process moves only its shard to the device
+        model_cfg.dtype = DType(str(model_cfg.dtype.resolve(resolve_device(model_cfg.device))).removeprefix("torch."))
+        model_cfg.device = "cpu"
+    model, tokenizer = load_model(model_cfg)
     fingerprint = weights_fingerprint(model)
     task = Task(cfg.task)
     encoder = TaskEncoder(task, tokenizer, cfg.model.max_length)
@@ -130,6 +137,9 @@ def unlearn(cfg: RunConfig, data: UnlearningData | None = None, base: str | None
     device = resolve_device(cfg.model.device)
     workdir = cfg.out / "unlearn"
     args = ucfg.training_arguments(str(workdir / "checkpoints"), device.type)
+    sharding = shard_frozen_base(peft_model, args.device) if shard else None  # args.device initialises torch.distributed
+    if sharding:
+        log.info("frozen weights sharded over %(processes)d processes: %(frozen_parameters_here)d of %(frozen_parameters)d here", sharding)
     trainer = SpulTrainer(model=peft_model, args=args, train_dataset=AnswerDataset(examples), data_collator=AnswerCollator(tokenizer.pad_token_id),
                           callbacks=callbacks)
     last = get_last_checkpoint(str(workdir / "checkpoints")) if resume and (workdir / "checkpoints").is_dir() else None
@@ -150,7 +160,7 @@ def unlearn(cfg: RunConfig, data: UnlearningData | None = None, base: str | None
         "data": {"source": data.source, "sizes": data.sizes(), "fingerprints": data.fingerprints()},
         "trainable_parameters": count_trainable(peft_model),
         "training": {"seconds": round(seconds, 1), "steps": trainer.state.global_step, "resumed_from": last,
-                     "final_loss": round(float(result.training_loss), 5)},
+                     "final_loss": round(float(result.training_loss), 5), "sharding": sharding},
     }
     if not trainer.is_world_process_zero():  # under DDP the main process writes the artifact
         return cfg.out / "artifact"

@@ -24,6 +24,7 @@ from spul.io import write_text
 from spul.methods import safe_checkpoint
 from spul.methods.losses import IGNORE, answer_positions, per_row_mean, token_nll
 from spul.methods.distributed import average_gradients, is_ddp
+from spul.methods.sharding import gathered, is_sharded
 from spul.models.checkpointing import rearm_checkpointing
 from spul.models.forward import hidden_states, lm_logits, pad_left, unwrap
 from spul.models.prefix_cache import hidden_after_prefix, prefix_key_values
@@ -109,11 +110,13 @@ class AnswerTrainer(Trainer):
         self.model_accepts_loss_kwargs = False
 
     def training_step(self, model, inputs, num_items_in_batch=None):
-        """Under DDP, run on the inner module and average the trainable gradients (see methods/distributed.py)."""
-        if not is_ddp(model):
-            return super().training_step(model, inputs, num_items_in_batch)
-        loss = super().training_step(model.module, inputs, num_items_in_batch)
-        average_gradients(model.module)
+        """Under DDP, run on the inner module and average the trainable gradients (see methods/distributed.py);
+        with sharded frozen weights, hold the directly called ones whole for the step (methods/sharding.py)."""
+        inner = model.module if is_ddp(model) else model
+        with gathered(inner):
+            loss = super().training_step(inner, inputs, num_items_in_batch)
+        if inner is not model or is_sharded(inner):
+            average_gradients(inner)
         return loss
 
     def answer_nll(self, model, inputs: dict[str, torch.Tensor], prompt: torch.Tensor | None = None,

@@ -20,6 +20,7 @@ from spul.data.tasks import Task
 from spul.errors import ArtifactError
 from spul.methods.baselines.config import BaselineConfig, BaselineMethod, Tuning
 from spul.methods.losses import baseline_loss, kl_base_to_prompted, per_row_mean
+from spul.methods.sharding import refuse_fsdp_launch
 from spul.methods.training import AnswerCollator, AnswerDataset, AnswerTrainer, build_examples
 from spul.models.forward import hidden_states, lm_logits
 from spul.models.loading import ModelConfig, load_model, resolve_device, weights_fingerprint
@@ -92,6 +93,7 @@ def train_baseline(model_cfg: ModelConfig, task: Task, data: UnlearningData, cfg
     from spul.artifacts import save_artifact
     from spul.configuration import to_dict
 
+    refuse_fsdp_launch(f"the {cfg.method.value} baseline")
     output_dir = Path(output_dir)
     base = base or model_cfg.name_or_path
     fields = to_dict(model_cfg)

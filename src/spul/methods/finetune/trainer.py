@@ -10,6 +10,7 @@ from spul.data.splits import UnlearningData
 from spul.errors import ConfigError
 from spul.methods.finetune.config import FinetuneConfig, Quantization
 from spul.methods.losses import masked_mean
+from spul.methods.sharding import refuse_fsdp_launch
 from spul.methods.training import AnswerCollator, AnswerDataset, AnswerTrainer, build_examples
 from spul.models.loading import ModelConfig, load_model, resolve_device
 from spul.models.lora import add_lora
@@ -55,6 +56,7 @@ def familiarize(model_cfg: ModelConfig, encoder_task, data: UnlearningData, cfg:
 
     from spul.io import atomic_dir
 
+    refuse_fsdp_launch("the familiarisation fine-tune")
     output_dir = Path(output_dir)
     device = resolve_device(model_cfg.device)
     qconfig = _quantization_config(cfg, device.type)

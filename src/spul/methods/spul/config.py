@@ -25,6 +25,8 @@ class SpulConfig(TrainConfig):
     # speed, not semantics: both leave the loss unchanged up to float rounding
     shared_prompt_kv: bool = True  # run the prompt once per step and share its keys/values across the batch
     reference_cache: bool = True  # keep each retain row's unprompted answer hidden states after its first visit
+    # scale, not semantics: split the frozen weights over the processes of a multi-process launch (FSDP2)
+    shard_frozen_weights: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()

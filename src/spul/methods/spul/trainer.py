@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from spul.methods.losses import kl_base_to_prompted, per_row_mean, spul_loss
+from spul.methods.sharding import is_sharded
 from spul.methods.training import AnswerTrainer
 from spul.models.checkpointing import checkpointing_enabled
 from spul.models.forward import hidden_states, lm_logits, unwrap
@@ -19,8 +20,11 @@ class SpulTrainer(AnswerTrainer):
     """
 
     def _share_prompt(self, model) -> bool:
-        # transformers turns the key/value cache off under gradient checkpointing, so share only without it
-        return bool(getattr(self.args, "shared_prompt_kv", True)) and not checkpointing_enabled(unwrap(model))
+        # transformers turns the key/value cache off under gradient checkpointing; with sharded weights the
+        # prompt's keys/values reach the loss through the cache, past FSDP's hooks, which then fail to
+        # re-gather the layer weights for their backward. Share only without either.
+        return (bool(getattr(self.args, "shared_prompt_kv", True)) and not checkpointing_enabled(unwrap(model))
+                and not is_sharded(model))
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         batch = inputs["input_ids"].shape[0]
