@@ -43,12 +43,13 @@ def _torchrun(config, cwd, port: int, **env_extra) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
-@pytest.mark.slow  # two torchrun launches of 2 processes: ~1 min of CPU, up to 2 min of wall time on a busy machine
+@pytest.mark.slow  # three torchrun launches of 2 processes: ~1.5 min of CPU, up to 3 min of wall time on a busy machine
 @pytest.mark.skipif(shutil.which("torchrun") is None and not os.path.exists(os.path.join(os.path.dirname(sys.executable), "torchrun")),
                     reason="torchrun is not installed")
 def test_two_processes_data_parallel_and_sharded_match_one_process(tmp_path, tiny_model_dir):
     """DDP (prompt replicated, gradients averaged) and sharded frozen weights (FSDP2, requested the way
-    ``accelerate launch`` with a FSDP config requests it) both learn the one-process prompt."""
+    ``accelerate launch`` with a FSDP config requests it) both learn the one-process prompt; a sharded run
+    restarted from a checkpoint ends where the uninterrupted one did."""
     import json
 
     from spul.configuration import dump_yaml
@@ -61,12 +62,18 @@ def test_two_processes_data_parallel_and_sharded_match_one_process(tmp_path, tin
     unlearn(single)
     runs = {}
     # the sharded run also checkpoints activations: recomputing a layer in the backward must re-gather it
-    for name, port, env, checkpointing in (("ddp", 29517, {}, False), ("sharded", 29518, {"ACCELERATE_USE_FSDP": "true"}, True)):
+    # and it saves checkpoints, so that a restart from one of them can be compared with the uninterrupted run
+    for name, port, env, checkpointing in (("ddp", 29517, {}, False), ("sharded", 29518, {"ACCELERATE_USE_FSDP": "true"}, True),
+                                           ("resumed", 29519, {"ACCELERATE_USE_FSDP": "true"}, True)):
         cfg = tiny_run_config(tmp_path / name, tiny_model_dir, finetune={"enabled": False},
-                              unlearn={"sampling": "random", "save_steps": 1000, "batch_size": 4, "gradient_checkpointing": checkpointing})
+                              unlearn={"sampling": "random", "save_steps": 1000 if name == "ddp" else 4, "batch_size": 4,
+                                       "gradient_checkpointing": checkpointing})
         (tmp_path / f"{name}.yaml").write_text(dump_yaml(cfg))
+        if name == "resumed":  # a run that stopped after step 4 of 6
+            shutil.copytree(runs["sharded"] / "unlearn" / "checkpoints" / "checkpoint-4", cfg.out / "unlearn" / "checkpoints" / "checkpoint-4")
         _torchrun(tmp_path / f"{name}.yaml", tmp_path, port, **env)
         runs[name] = cfg.out
+    resumed = runs.pop("resumed")
 
     meta = {name: json.loads((out / "artifact" / "spul.json").read_text())["training"] for name, out in
             (("one", single.out), *runs.items())}
@@ -88,6 +95,8 @@ def test_two_processes_data_parallel_and_sharded_match_one_process(tmp_path, tin
         assert (one - other).norm() < 0.15 * one.norm(), name
     # the same computation split differently: sharding changes nothing but float rounding
     assert torch.allclose(_prompt(runs["ddp"]), _prompt(runs["sharded"]), atol=1e-6)
+    assert json.loads((resumed / "artifact" / "spul.json").read_text())["training"]["resumed_from"].endswith("checkpoint-4")
+    assert torch.equal(_prompt(resumed), _prompt(runs["sharded"]))
 
 
 def test_gradient_accumulation_matches_full_batch(tmp_path, tiny_model_dir):

@@ -4,7 +4,8 @@ The stock Trainer writes optimizer, scheduler, scaler and RNG state with ``torch
 checkpoint from someone else can run code) straight into ``checkpoint-N/`` (a crash mid-save leaves a
 half-written folder that ``get_last_checkpoint`` would pick). Here every state dict is split into its tensors
 (one safetensors file) and everything else (one JSON file), and a checkpoint is assembled in a hidden staging
-folder and renamed into place only when complete.
+folder and renamed into place only when complete. Single-process runs only: with several processes (DDP,
+sharded weights) ``AnswerTrainer`` leaves checkpointing to the stock Trainer, which coordinates the ranks.
 """
 
 from __future__ import annotations
