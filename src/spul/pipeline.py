@@ -13,7 +13,6 @@ same inputs, so an interrupted run resumes where it stopped:
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,7 +112,7 @@ def unlearn(cfg: RunConfig, data: UnlearningData | None = None, base: str | None
     from transformers.trainer_utils import get_last_checkpoint
 
     from spul.artifacts import save_artifact
-    from spul.methods.sharding import launched_with_fsdp, shard_frozen_base
+    from spul.methods.sharding import shard_frozen_base, sharding_requested
     from spul.methods.spul import SpulTrainer
     from spul.methods.training import AnswerCollator, AnswerDataset, build_examples
     from spul.models.soft_prompt import add_soft_prompt, count_trainable
@@ -121,7 +120,7 @@ def unlearn(cfg: RunConfig, data: UnlearningData | None = None, base: str | None
     data = data or prepare(cfg)
     base = base or (finetune(cfg, data) if cfg.finetune.enabled else cfg.model.name_or_path)
     ucfg = cfg.unlearn
-    shard = (ucfg.shard_frozen_weights or launched_with_fsdp()) and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    shard = sharding_requested(ucfg.shard_frozen_weights)
     model_cfg = _derived_model_config(cfg, base)
     if shard:  # load on the CPU in the device's dtype; each process moves only its shard to the device
         model_cfg.dtype = DType(str(model_cfg.dtype.resolve(resolve_device(model_cfg.device))).removeprefix("torch."))

@@ -20,6 +20,13 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def launched_processes() -> int:
+    """How many processes the launcher started (torchrun and accelerate set WORLD_SIZE), before any init."""
+    import os
+
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def world_size() -> int:
     import torch.distributed as dist
 

@@ -21,7 +21,7 @@ import os
 import torch
 
 from spul.errors import ConfigError
-from spul.methods.distributed import world_size
+from spul.methods.distributed import launched_processes, world_size
 from spul.models.forward import decoder_of, unwrap
 
 
@@ -30,9 +30,14 @@ def launched_with_fsdp() -> bool:
     return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("true", "1", "yes")
 
 
+def sharding_requested(shard_frozen_weights: bool) -> bool:
+    """Asked for in the config or by the launch, and there is more than one process to shard over."""
+    return (shard_frozen_weights or launched_with_fsdp()) and launched_processes() > 1
+
+
 def refuse_fsdp_launch(step: str) -> None:
     """Fine-tuning and the baselines train weights inside what would be the shards; they run data-parallel only."""
-    if launched_with_fsdp() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if launched_with_fsdp() and launched_processes() > 1:
         raise ConfigError(f"{step} trains model weights and cannot run under a FSDP launch",
                           f"run {step} with configs/accelerate/ddp.yaml (data parallel); only spul unlearn shards the frozen weights")
 
