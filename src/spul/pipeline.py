@@ -120,10 +120,11 @@ def unlearn(cfg: RunConfig, data: UnlearningData | None = None, base: str | None
     data = data or prepare(cfg)
     base = base or (finetune(cfg, data) if cfg.finetune.enabled else cfg.model.name_or_path)
     ucfg = cfg.unlearn
+    device = resolve_device(cfg.model.device)
     shard = sharding_requested(ucfg.shard_frozen_weights)
     model_cfg = _derived_model_config(cfg, base)
     if shard:  # load on the CPU in the device's dtype; each process moves only its shard to the device
-        model_cfg.dtype = DType(str(model_cfg.dtype.resolve(resolve_device(model_cfg.device))).removeprefix("torch."))
+        model_cfg.dtype = DType.of(model_cfg.dtype.resolve(device))
         model_cfg.device = "cpu"
     model, tokenizer = load_model(model_cfg)
     fingerprint = weights_fingerprint(model)
@@ -133,7 +134,6 @@ def unlearn(cfg: RunConfig, data: UnlearningData | None = None, base: str | None
     peft_model = add_soft_prompt(model, ucfg.prompt_encoder, ucfg.prompt_length, ucfg.prompt_init,
                                  tokenizer=tokenizer, init_text=ucfg.prompt_init_text, seed=ucfg.seed,
                                  encoder_hidden_size=ucfg.encoder_hidden_size)
-    device = resolve_device(cfg.model.device)
     workdir = cfg.out / "unlearn"
     args = ucfg.training_arguments(str(workdir / "checkpoints"), device.type)
     sharding = shard_frozen_base(peft_model, args.device) if shard else None  # args.device initialises torch.distributed

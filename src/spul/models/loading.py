@@ -46,6 +46,10 @@ class DType(str, enum.Enum):
             return torch.float32
         return {DType.FLOAT32: torch.float32, DType.BFLOAT16: torch.bfloat16, DType.FLOAT16: torch.float16}[self]
 
+    @classmethod
+    def of(cls, dtype: torch.dtype) -> "DType":
+        return cls(str(dtype).removeprefix("torch."))
+
 
 @dataclass
 class ModelConfig:
