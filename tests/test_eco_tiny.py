@@ -90,7 +90,8 @@ def _untrained_spul_artifact(tiny_model_dir, folder):
 def test_eco_run_artifact_and_cli_table(tmp_path, tiny_model_dir, capsys):
     from spul.configuration import dump_yaml
     from spul.interfaces.cli import main
-    from spul.methods.eco.runner import load_eco, run_eco
+    from spul.methods.eco.runner import load_eco
+    from spul.pipeline import run_eco
     from spul.pipeline import prepare
 
     cfg = tiny_run_config(tmp_path, tiny_model_dir, finetune={"enabled": False},

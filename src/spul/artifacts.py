@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from spul import __version__
+from spul.configuration import from_dict
+from spul.data.tasks import TaskConfig
 from spul.errors import ArtifactError
-from spul.io import atomic_dir, read_json, write_json
+from spul.io import atomic_dir, read_json, sha256_text, write_json
 
 METADATA = "spul.json"
 
@@ -68,3 +70,25 @@ def load_soft_prompt(model, folder: str | Path, fingerprint: str | None = None, 
         raise ArtifactError(f"artifact {str(folder)!r} could not be loaded ({str(err).splitlines()[0][:150]})", "re-create it with spul unlearn") from None
     peft_model.eval()
     return peft_model, meta
+
+
+def artifact_identity(meta: dict[str, Any]) -> str:
+    return sha256_text(repr(meta.get("created")), repr(meta.get("training")))[:16]
+
+
+def task_of(meta: dict[str, Any], folder: str | Path):
+    """The task the artifact was trained for (its template and labels), when recorded."""
+    if not isinstance(meta.get("task"), dict):
+        return None
+    try:
+        return from_dict(TaskConfig, meta["task"])
+    except Exception as err:  # noqa: BLE001 - any malformed task section refuses the artifact
+        raise ArtifactError(f"artifact {str(folder)!r} has an invalid task section ({str(err)[:120]})", "re-create it") from None
+
+
+def common_info(folder: str | Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """What every loaded intervention records: the folder, the method, the task and the training numbers."""
+    task = task_of(meta, folder)
+    return {"task_config": task, "identity": artifact_identity(meta),
+            "info": {"folder": str(folder), "created": meta.get("created"), "method": meta.get("method", "spul"),
+                     "task_kind": task.kind.value if task else None}}

@@ -5,8 +5,8 @@ same inputs, so an interrupted run resumes where it stopped:
 
     output_dir/data/                prepared splits + manifest
     output_dir/familiarized/model   the fine-tuned base model (the paper's "QLoRA" row)
-    output_dir/unlearn/checkpoints  SPUL training checkpoints (resume)
-    output_dir/artifact             the soft prompt + spul.json
+    output_dir/unlearn/checkpoints  training checkpoints of the method (resume)
+    output_dir/artifact             the method's artifact + spul.json (a soft prompt for SPUL)
     output_dir/report/              results.json, results.md, per-example predictions
 """
 
@@ -27,11 +27,13 @@ from spul.errors import ConfigError
 from spul.evaluation.evaluate import EvalConfig, ModelResult, evaluate_model
 from spul.evaluation.report import markdown_table, write_report
 from spul.io import read_json, sha256_text, write_json, write_text
-from spul.methods.finetune.config import FinetuneConfig
-from spul.methods.spul.config import SpulConfig
-from spul.methods.eco.config import EcoConfig
+from spul.interventions import Gated, Intervention
 from spul.methods.distributed import is_main_process
-from spul.models.loading import DType, ModelConfig, load_model, resolve_device, weights_fingerprint
+from spul.methods.eco.config import EcoConfig
+from spul.methods.finetune.config import FinetuneConfig
+from spul.methods.registry import TrainJob, get_method, load_intervention, method_config, method_of
+from spul.methods.spul.config import SpulConfig
+from spul.models.loading import ModelConfig, load_model, weights_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +47,25 @@ class RunConfig:
     task: TaskConfig = field(default_factory=TaskConfig)
     data: DataConfig = field(default_factory=DataConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
-    unlearn: SpulConfig = field(default_factory=SpulConfig)
-    eco: EcoConfig = field(default_factory=EcoConfig)
+    # the unlearning method and its settings: ``method`` (spul, eco, ga, rl, ga_kl, ga_gd, npo, simnpo, idk_dpo,
+    # rmu, or any registered method) picks the config class of the rest of the section
+    unlearn: Any = field(default_factory=SpulConfig, metadata={"help": "unlearning method (unlearn.method) and its settings"})
+    eco: EcoConfig = field(default_factory=EcoConfig, metadata={"help": "settings of the ECO comparison run by spul eco"})
     evaluation: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self) -> None:
         if not str(self.output_dir).strip():
             raise ConfigError("output_dir is empty", "set output_dir to a folder for the run's files")
+        if isinstance(self.unlearn, dict):
+            values = dict(self.unlearn)
+            self.unlearn = method_config(str(values.pop("method", None) or "spul"), values)
+        elif self.unlearn is None:
+            self.unlearn = SpulConfig()
+        method_of(self.unlearn)  # a config object that no registered method owns is refused here
+
+    @property
+    def method(self) -> str:
+        return method_of(self.unlearn)
 
     @property
     def out(self) -> Path:
@@ -104,73 +118,28 @@ def _derived_model_config(cfg: RunConfig, name_or_path: str) -> ModelConfig:
 
 def unlearn(cfg: RunConfig, data: UnlearningData | None = None, base: str | None = None, resume: bool = True,
             callbacks: list | None = None) -> Path:
-    """Train the soft prompt against the frozen base model and save the artifact.
+    """Run the configured method (``unlearn.method``) against the frozen base model and save its artifact.
 
     With ``resume`` (the default) training continues from the newest checkpoint in ``output_dir/unlearn``.
     ``callbacks`` are extra ``transformers.TrainerCallback``s (progress hooks, early stopping, tests).
     """
-    from transformers.trainer_utils import get_last_checkpoint
-
-    from spul.artifacts import save_artifact
-    from spul.methods.sharding import shard_frozen_base, sharding_requested
-    from spul.methods.spul import SpulTrainer
-    from spul.methods.training import AnswerCollator, AnswerDataset, build_examples
-    from spul.models.soft_prompt import add_soft_prompt, count_trainable
-
     data = data or prepare(cfg)
     base = base or (finetune(cfg, data) if cfg.finetune.enabled else cfg.model.name_or_path)
-    ucfg = cfg.unlearn
-    device = resolve_device(cfg.model.device)
-    shard = sharding_requested(ucfg.shard_frozen_weights)
-    model_cfg = _derived_model_config(cfg, base)
-    if shard:  # load on the CPU in the device's dtype; each process moves only its shard to the device
-        model_cfg.dtype = DType.of(model_cfg.dtype.resolve(device))
-        model_cfg.device = "cpu"
-    model, tokenizer = load_model(model_cfg)
-    fingerprint = weights_fingerprint(model)
-    task = Task(cfg.task)
-    encoder = TaskEncoder(task, tokenizer, cfg.model.max_length)
-    examples = build_examples(data, encoder, forget_target="generic", seed=ucfg.seed)
-    peft_model = add_soft_prompt(model, ucfg.prompt_encoder, ucfg.prompt_length, ucfg.prompt_init,
-                                 tokenizer=tokenizer, init_text=ucfg.prompt_init_text, seed=ucfg.seed,
-                                 encoder_hidden_size=ucfg.encoder_hidden_size)
-    workdir = cfg.out / "unlearn"
-    args = ucfg.training_arguments(str(workdir / "checkpoints"), device.type)
-    sharding = shard_frozen_base(peft_model, args.device) if shard else None  # args.device initialises torch.distributed
-    if sharding:
-        log.info("frozen weights sharded over %(processes)d processes: %(frozen_parameters_here)d of %(frozen_parameters)d here", sharding)
-    trainer = SpulTrainer(model=peft_model, args=args, train_dataset=AnswerDataset(examples), data_collator=AnswerCollator(tokenizer.pad_token_id),
-                          callbacks=callbacks)
-    last = get_last_checkpoint(str(workdir / "checkpoints")) if resume and (workdir / "checkpoints").is_dir() else None
-    started = time.time()
-    result = trainer.train(resume_from_checkpoint=last)
-    seconds = time.time() - started
-    peft_model.eval()
-    meta = {
-        "method": "spul",
-        "base_model": base,
-        "base_fingerprint": fingerprint,
-        "pretrained_model": cfg.model.name_or_path,
-        "tokenizer": getattr(tokenizer, "name_or_path", ""),
-        "tokenizer_fingerprint": sha256_text(repr(encoder.head_ids), repr(encoder.tail_ids), repr(encoder.candidate_ids))[:16],
-        "task": to_dict(cfg.task),
-        "max_length": cfg.model.max_length,
-        "hyperparameters": to_dict(ucfg),
-        "data": {"source": data.source, "sizes": data.sizes(), "fingerprints": data.fingerprints()},
-        "trainable_parameters": count_trainable(peft_model),
-        "training": {"seconds": round(seconds, 1), "steps": trainer.state.global_step, "resumed_from": last,
-                     "final_loss": round(float(result.training_loss), 5), "sharding": sharding},
-    }
-    if not trainer.is_world_process_zero():  # under DDP the main process writes the artifact
-        return cfg.out / "artifact"
-    return save_artifact(peft_model, cfg.out / "artifact", meta)
+    job = TrainJob(model=_derived_model_config(cfg, base), task=Task(cfg.task), data=data, config=cfg.unlearn,
+                   artifact_dir=cfg.out / "artifact", work_dir=cfg.out / "unlearn", pretrained_model=cfg.model.name_or_path,
+                   resume=resume, callbacks=callbacks)
+    return get_method(cfg.method).train(job)
+
+
+def artifact_identity(fingerprint: str, intervention: Intervention) -> str:
+    """The evaluation-cache identity of ``intervention`` applied to the model with ``fingerprint``."""
+    return fingerprint + ":" + intervention.identity
 
 
 def evaluate(cfg: RunConfig, data: UnlearningData | None = None, artifact: str | Path | None = None,
              base: str | None = None) -> list[ModelResult]:
-    """Evaluate the base model and, if given, base + artifact; write ``output_dir/report``."""
-    from spul.artifacts import load_soft_prompt, read_metadata
-    from spul.models.soft_prompt import prompt_vectors
+    """Evaluate the base model and, if given, base + the artifact's intervention; write ``output_dir/report``."""
+    from spul.artifacts import read_metadata
 
     data = data or prepare(cfg)
     artifact = Path(artifact) if artifact else (cfg.out / "artifact" if (cfg.out / "artifact").is_dir() else None)
@@ -193,16 +162,71 @@ def evaluate(cfg: RunConfig, data: UnlearningData | None = None, artifact: str |
     results.append(evaluate_model(model, encoder, data, cfg.evaluation, name=base_name, identity=fingerprint,
                                   cache_dir=cache, predictions_dir=report_dir / "predictions"))
     if artifact is not None:
-        peft_model, meta = load_soft_prompt(model, artifact, fingerprint, base)
-        dtype = peft_model.get_input_embeddings().weight.dtype
-        provider = lambda n, rows: (prompt_vectors(peft_model, n, dtype), None)  # noqa: E731
-        identity = fingerprint + ":" + sha256_text(repr(meta.get("created")), repr(meta.get("training")))[:16]
-        result = evaluate_model(peft_model, encoder, data, cfg.evaluation, name=f"SPUL (p={meta['hyperparameters']['prompt_length']})",
-                                identity=identity, prompt_provider=provider, cache_dir=cache, predictions_dir=report_dir / "predictions")
-        result.info = {"artifact": str(artifact), "trainable_parameters": meta.get("trainable_parameters"), "training": meta.get("training")}
+        intervention = load_intervention(artifact, model, tokenizer=tokenizer, fingerprint=fingerprint, model_name=base)
+        meta = read_metadata(artifact)
+        result = evaluate_model(model, encoder, data, cfg.evaluation, name=intervention.name, identity=artifact_identity(fingerprint, intervention),
+                                intervention=intervention, cache_dir=cache, predictions_dir=report_dir / "predictions")
+        result.info = {**result.info, "artifact": str(artifact), "trainable_parameters": meta.get("trainable_parameters"),
+                       "training": meta.get("training")}
         results.append(result)
     write_report(results, report_dir, {"sizes": data.sizes(), "config": to_dict(cfg)})
     return results
+
+
+def eco_dir(cfg: RunConfig) -> Path:
+    return cfg.out / "eco"
+
+
+def train_eco(cfg: RunConfig, data: UnlearningData, base: str, model=None, tokenizer=None) -> Path:
+    """ECO with the ``eco:`` settings of ``cfg`` (what ``spul eco`` runs); artifact in ``OUTPUT_DIR/eco/artifact``."""
+    job = TrainJob(model=_derived_model_config(cfg, base), task=Task(cfg.task), data=data, config=cfg.eco,
+                   artifact_dir=eco_dir(cfg) / "artifact", work_dir=eco_dir(cfg), pretrained_model=cfg.model.name_or_path,
+                   model_and_tokenizer=(model, tokenizer) if model is not None else None)
+    return get_method("eco").train(job)
+
+
+def evaluate_eco(cfg: RunConfig, data: UnlearningData, artifact: str | Path, base: str, spul_artifact: str | Path | None = None,
+                 model=None, tokenizer=None, include_base: bool = True) -> list[ModelResult]:
+    """Rows: base, the ECO artifact, and (with a SPUL artifact) SPUL and SPUL gated by ECO's classifier."""
+    if model is None:
+        model, tokenizer = load_model(_derived_model_config(cfg, base))
+    encoder = TaskEncoder(Task(cfg.task), tokenizer, cfg.model.max_length)
+    fingerprint = weights_fingerprint(model)
+    eco = load_intervention(artifact, model, tokenizer=tokenizer, fingerprint=fingerprint, model_name=base)
+    ev = cfg.evaluation
+    cache = cfg.out / "cache" / "eval"
+    preds = eco_dir(cfg) / "report" / "predictions"
+    results: list[ModelResult] = []
+    if include_base:
+        results.append(evaluate_model(model, encoder, data, ev, name="Base (familiarized)" if cfg.finetune.enabled else "Base",
+                                      identity=fingerprint, cache_dir=cache, predictions_dir=preds))
+    row = evaluate_model(model, encoder, data, ev, name=eco.name, identity=artifact_identity(fingerprint, eco), intervention=eco,
+                         cache_dir=cache, predictions_dir=preds)
+    meta = read_json(Path(artifact) / "spul.json")
+    row.info.update({"corruption": meta["corruption"], "artifact": str(artifact), "classifier": meta["classifier"]["info"],
+                     "training": meta.get("training")})
+    results.append(row)
+    if spul_artifact is not None and Path(spul_artifact).is_dir():
+        prompt = load_intervention(spul_artifact, model, tokenizer=tokenizer, fingerprint=fingerprint, model_name=base)
+        results.append(evaluate_model(model, encoder, data, ev, name=prompt.name, identity=artifact_identity(fingerprint, prompt),
+                                      intervention=prompt, cache_dir=cache, predictions_dir=preds))
+        if cfg.eco.combined and isinstance(eco, Gated):
+            gated = Gated(f"{prompt.name} on flagged prompts", prompt, eco.classifier, identity=f"{prompt.identity}:flags:{eco.identity}")
+            combined = evaluate_model(model, encoder, data, ev, name=gated.name, identity=artifact_identity(fingerprint, gated),
+                                      intervention=gated, cache_dir=cache, predictions_dir=preds)
+            combined.info["spul_artifact"] = str(spul_artifact)
+            results.append(combined)
+    return results
+
+
+def run_eco(cfg: RunConfig, data: UnlearningData | None = None, base: str | None = None) -> tuple[Path, ModelResult]:
+    """One call for the Python API: train ECO against the base model and return (artifact, ECO result row)."""
+    data = data or prepare(cfg)
+    base = base or finetune(cfg, data)
+    model, tokenizer = load_model(_derived_model_config(cfg, base))
+    artifact = train_eco(cfg, data, base, model, tokenizer)
+    results = evaluate_eco(cfg, data, artifact, base, model=model, tokenizer=tokenizer, include_base=False)
+    return artifact, results[0]
 
 
 def run(cfg: RunConfig) -> list[ModelResult]:

@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from sklearn.metrics import f1_score
 
+from spul.data.splits import Split
+
 GENERIC = -1
 
 
@@ -38,3 +40,12 @@ def split_metrics(labels: np.ndarray, predictions: np.ndarray, num_labels: int) 
         generic_rate=float(generic.mean()),
         n=int(len(labels)),
     )
+
+
+def flag_rates(flags: dict[str, np.ndarray]) -> dict[str, float]:
+    """Share of classifier-flagged rows per split: FNR = 1 − rate on forget splits, FPR = rate on retain splits."""
+    out: dict[str, float] = {}
+    for s, f in flags.items():
+        rate = float(np.mean(f)) if len(f) else 0.0
+        out[f"{s}_{'fnr' if Split(s).is_forget else 'fpr'}"] = round(1 - rate if Split(s).is_forget else rate, 4)
+    return out

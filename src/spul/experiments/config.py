@@ -7,33 +7,22 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
-from spul.configuration import from_dict, to_dict
+from spul.configuration import to_dict
 from spul.data.sources import DataConfig
 from spul.data.tasks import TaskConfig
 from spul.errors import ConfigError
 from spul.evaluation.evaluate import EvalConfig
 from spul.methods.finetune.config import FinetuneConfig
+from spul.methods.registry import method_config
 from spul.models.loading import ModelConfig
 
 
 class MethodKind(str, enum.Enum):
+    """The method families the bundled experiment configs name in ``kind`` (any registered method name works too)."""
+
     SPUL = "spul"
-    BASELINE = "baseline"
+    BASELINE = "baseline"  # one of the fine-tuning baselines, named by ``settings.method``
     ECO = "eco"
-
-
-def method_config_class(kind: MethodKind):
-    if kind is MethodKind.SPUL:
-        from spul.methods.spul.config import SpulConfig
-
-        return SpulConfig
-    if kind is MethodKind.ECO:
-        from spul.methods.eco.config import EcoConfig
-
-        return EcoConfig
-    from spul.methods.baselines.config import BaselineConfig
-
-    return BaselineConfig
 
 
 @dataclass
@@ -41,15 +30,16 @@ class MethodSpec:
     """A method and its grid: every combination of ``grid`` values (over ``settings``) is one cell."""
 
     name: str
-    kind: MethodKind = MethodKind.SPUL
-    # fields of SpulConfig (kind=spul), BaselineConfig (kind=baseline) or EcoConfig (kind=eco: classifier,
-    # corruption, search sections), e.g. {method: ga_gd, num_epochs: 1}
+    # a registered method (spul, eco, ga, rl, ga_kl, ga_gd, npo, simnpo, idk_dpo, rmu, ...), or ``baseline`` with
+    # the baseline named by ``settings.method``
+    kind: str = "spul"
+    # fields of that method's config, e.g. {num_epochs: 1} (kind=ga) or {method: ga_gd, num_epochs: 1} (kind=baseline)
     settings: dict[str, Any] = field(default_factory=dict)
     # field -> list of values, e.g. {learning_rate: [1e-5, 1e-4]} or {alpha: [0.1, 0.5], beta: [0, 0.5]}
     grid: dict[str, list[Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.kind = MethodKind(self.kind)
+        self.kind = str(getattr(self.kind, "value", self.kind))
         if not str(self.name).strip():
             raise ConfigError("a method has an empty name", "give every entry of methods a name, e.g. name: GA+GD")
         for key, values in self.grid.items():
@@ -62,10 +52,15 @@ class MethodSpec:
         keys = list(self.grid)
         return [dict(zip(keys, combo)) for combo in itertools.product(*(self.grid[k] for k in keys))] or [{}]
 
+    @property
+    def method(self) -> str:
+        """The registered method this entry runs."""
+        if self.kind == MethodKind.BASELINE.value:
+            return str(self.settings.get("method") or "ga_gd")
+        return self.kind
+
     def method_config(self, point: dict[str, Any]):
-        cls = method_config_class(self.kind)
-        section = {MethodKind.SPUL: "unlearn", MethodKind.BASELINE: "baseline", MethodKind.ECO: "eco"}[self.kind]
-        return from_dict(cls, {**self.settings, **point}, prefix=f"methods[{self.name}].{section}")
+        return method_config(self.method, {**self.settings, **point}, prefix=f"methods[{self.name}].settings")
 
 
 @dataclass

@@ -146,13 +146,9 @@ class ExperimentRunner:
         cells.append(Cell(id="base", method=name, kind=REFERENCE, params={}, tau=1.0))
         return cells
 
-    def _evaluate(self, model, tokenizer, name: str, identity: str, cell_id: str, provider=None) -> ModelResult:
-        data, _ = self.shared()
-        encoder = TaskEncoder(self.task, tokenizer, self.cfg.model.max_length)
-        return evaluate_model(model, encoder, data, self.cfg.evaluation, name=name, identity=identity, prompt_provider=provider,
-                              cache_dir=self.out / "work" / cell_id / "cache")
-
     def compute(self, cell: Cell) -> dict[str, Any]:
+        from spul.artifacts import read_metadata
+        from spul.methods.registry import TrainJob, get_method, load_intervention
         from spul.models.loading import load_model, weights_fingerprint
 
         data, base = self.shared()
@@ -163,88 +159,45 @@ class ExperimentRunner:
             model, tok = load_model(_derived(self.cfg.model, path))
             result = self._evaluate(model, tok, cell.method, weights_fingerprint(model), cell.id)
             info["trainable_parameters"] = 0
-        elif cell.kind == MethodKind.ECO.value:
-            result, info = self._eco_cell(cell, data, base)
         else:
             work = self.out / "work" / cell.id
             train_data = forget_subset(data, cell.tau, self.cfg.data.seed)
             mcfg = cell.spec.method_config(cell.params)
+            method = get_method(cell.spec.method)
+            job = TrainJob(model=_derived(self.cfg.model, base), task=self.task, data=train_data, config=mcfg,
+                           artifact_dir=work / "artifact", work_dir=work / "unlearn", pretrained_model=self.cfg.model.name_or_path)
             with measure() as cost:
-                if cell.kind == MethodKind.SPUL.value:
-                    artifact = self._train_spul(mcfg, train_data, base, work)
-                else:
-                    from spul.methods.baselines import train_baseline
-
-                    artifact = train_baseline(self.cfg.model, self.task, train_data, mcfg, work, base)
-            meta = read_json(artifact / "spul.json")
-            if cell.kind == MethodKind.SPUL.value:
-                from spul.artifacts import load_soft_prompt
-                from spul.models.soft_prompt import prompt_vectors
-
-                model, tok = load_model(_derived(self.cfg.model, base))
-                peft_model, _ = load_soft_prompt(model, artifact)
-                dtype = peft_model.get_input_embeddings().weight.dtype
-                provider = lambda n, rows: (prompt_vectors(peft_model, n, dtype), None)  # noqa: E731
-                result = self._evaluate(peft_model, tok, cell.display, meta["created"] + cell.id, cell.id, provider)
-            else:
-                from spul.methods.baselines import load_baseline
-
-                model, tok, _ = load_baseline(self.cfg.model, artifact)
-                result = self._evaluate(model, tok, cell.display, meta["created"] + cell.id, cell.id)
-            train_seconds = float(meta["training"]["seconds"])
+                artifact = method.train(job)
+            meta = read_metadata(artifact)
+            model, tok = load_model(_derived(self.cfg.model, base))
+            intervention = load_intervention(artifact, model, tokenizer=tok, model_name=base, name=cell.display)
+            result = self._evaluate(model, tok, cell.display, meta["created"] + cell.id, cell.id, intervention)
+            training = meta.get("training", {})
+            train_seconds = float(training.get("seconds", training.get("classifier_seconds", 0.0) + training.get("search_seconds", 0.0)))
             info.update({
                 "artifact": str(artifact),
-                "trainable_parameters": int(meta["trainable_parameters"]),
+                "trainable_parameters": int(meta.get("trainable_parameters", 0)),
                 "train_seconds": round(train_seconds, 2),
-                "seconds_per_epoch": round(train_seconds / float(mcfg.num_epochs), 2),
-                "steps": meta["training"]["steps"],
+                "seconds_per_epoch": round(train_seconds / float(getattr(mcfg, "num_epochs", 1.0)), 2),
+                "steps": training.get("steps", len(meta.get("search", {}).get("log", []))),
                 "train_rows": train_data.sizes(),
                 "peak_memory_mb": cost.peak_memory_mb,
                 "memory_kind": cost.memory_kind,
                 "settings": to_dict(mcfg),
             })
+            if "flags" in result.info:
+                info["flags"] = result.info["flags"]
+            if "corruption" in meta:
+                info["sigma"] = meta["corruption"]["sigma"]
         info["wall_seconds"] = round(time.perf_counter() - started, 2)
         return {"id": cell.id, "key": self._key(cell), "method": cell.method, "kind": cell.kind, "params": cell.params,
                 "tau": cell.tau, "name": cell.display, "result": result.as_dict(), "info": info}
 
-    def _eco_cell(self, cell: Cell, data: UnlearningData, base: str) -> tuple[ModelResult, dict[str, Any]]:
-        """ECO trains no model weights: a classifier head on frozen sentence embeddings and one σ."""
-        from spul.methods.eco.runner import evaluate_eco, train_eco
-        from spul.models.loading import load_model
-
-        work = self.out / "work" / cell.id
-        train_data = forget_subset(data, cell.tau, self.cfg.data.seed)
-        run = self.cfg.run_config(str(work))
-        run.eco = cell.spec.method_config(cell.params)
-        run.eco.combined = False
-        model, tok = load_model(_derived(self.cfg.model, base))
-        with measure() as cost:
-            artifact = train_eco(run, train_data, base, model, tok)
-        result = evaluate_eco(run, data, artifact, base, model=model, tokenizer=tok, include_base=False)[0]
-        result.name = cell.display
-        meta = read_json(artifact / "spul.json")
-        train_seconds = float(meta["training"]["classifier_seconds"]) + float(meta["training"]["search_seconds"])
-        info = {
-            "artifact": str(artifact),
-            "trainable_parameters": len(meta["classifier"]["weights"]) + 2,  # head weights + bias, and σ
-            "train_seconds": round(train_seconds, 2),
-            "seconds_per_epoch": round(train_seconds, 2),
-            "steps": len(meta["search"]["log"]),
-            "train_rows": train_data.sizes(),
-            "peak_memory_mb": cost.peak_memory_mb,
-            "memory_kind": cost.memory_kind,
-            "settings": to_dict(run.eco),
-            "flags": result.info.get("flags"),
-            "sigma": meta["corruption"]["sigma"],
-        }
-        return result, info
-
-    def _train_spul(self, mcfg, train_data: UnlearningData, base: str, work: Path) -> Path:
-        from spul import pipeline
-
-        run = self.cfg.run_config(str(work))
-        run.unlearn = mcfg
-        return pipeline.unlearn(run, train_data, base, resume=True)
+    def _evaluate(self, model, tokenizer, name: str, identity: str, cell_id: str, intervention=None) -> ModelResult:
+        data, _ = self.shared()
+        encoder = TaskEncoder(self.task, tokenizer, self.cfg.model.max_length)
+        return evaluate_model(model, encoder, data, self.cfg.evaluation, name=name, identity=identity, intervention=intervention,
+                              cache_dir=self.out / "work" / cell_id / "cache")
 
     # -- the whole experiment -------------------------------------------------------------------------------
     def run(self) -> ExperimentOutcome:

@@ -93,29 +93,47 @@ def ascent_term(row_nll: torch.Tensor, is_forget: torch.Tensor, nll_cap: float |
     return -masked_mean(nll, is_forget)
 
 
+def ga_loss(row_nll, is_forget, row_kl=None, retain_weight=1.0, kl_weight=1.0, nll_cap=None) -> LossParts:
+    """GA: −L_f (capped NLL of the true label on forget rows)."""
+    zero = row_nll.new_zeros(())
+    forget = ascent_term(row_nll, is_forget, nll_cap)
+    return LossParts(total=forget, forget=forget, retain=masked_mean(row_nll, ~is_forget), kl=zero)
+
+
+def rl_loss(row_nll, is_forget, row_kl=None, retain_weight=1.0, kl_weight=1.0, nll_cap=None) -> LossParts:
+    """RL: +L_f toward random generic labels."""
+    zero = row_nll.new_zeros(())
+    forget = masked_mean(row_nll, is_forget)
+    return LossParts(total=forget, forget=forget, retain=zero, kl=zero)
+
+
+def ga_kl_loss(row_nll, is_forget, row_kl=None, retain_weight=1.0, kl_weight=1.0, nll_cap=None) -> LossParts:
+    """GA+KL: −L_f + kl_weight · KL(p_base ‖ q) on retain rows."""
+    forget = ascent_term(row_nll, is_forget, nll_cap)
+    kl = masked_mean(row_kl, ~is_forget) if row_kl is not None else row_nll.new_zeros(())
+    return LossParts(total=forget + kl_weight * kl, forget=forget, retain=masked_mean(row_nll, ~is_forget), kl=kl)
+
+
+def ga_gd_loss(row_nll, is_forget, row_kl=None, retain_weight=1.0, kl_weight=1.0, nll_cap=None) -> LossParts:
+    """GA+GD: −L_f + retain_weight · CE on retain rows."""
+    forget = ascent_term(row_nll, is_forget, nll_cap)
+    retain = masked_mean(row_nll, ~is_forget)
+    kl = masked_mean(row_kl, ~is_forget) if row_kl is not None else row_nll.new_zeros(())
+    return LossParts(total=forget + retain_weight * retain, forget=forget, retain=retain, kl=kl)
+
+
+BASELINE_LOSSES = {"ga": ga_loss, "rl": rl_loss, "ga_kl": ga_kl_loss, "ga_gd": ga_gd_loss}
+
+
 def baseline_loss(method: str, row_nll: torch.Tensor, is_forget: torch.Tensor, row_kl: torch.Tensor | None = None,
                   retain_weight: float = 1.0, kl_weight: float = 1.0, nll_cap: float | None = None) -> LossParts:
-    """The paper's baselines over per-row NLLs (``row_nll`` is toward the true label for GA-style rows and
-    toward a generic label for RL forget rows):
-
-    * ``ga``:    −L_f
-    * ``rl``:    +L_f (generic targets)
-    * ``ga_kl``: −L_f + kl_weight · KL(p_base ‖ q) on retain rows
-    * ``ga_gd``: −L_f + retain_weight · CE on retain rows
-    """
-    zero = row_nll.new_zeros(())
-    retain = masked_mean(row_nll, ~is_forget)
-    kl = masked_mean(row_kl, ~is_forget) if row_kl is not None else zero
-    if method == "rl":
-        forget = masked_mean(row_nll, is_forget)
-        return LossParts(total=forget, forget=forget, retain=zero, kl=zero)
-    forget = ascent_term(row_nll, is_forget, nll_cap)
-    if method == "ga":
-        total = forget
-    elif method == "ga_kl":
-        total = forget + kl_weight * kl
-    elif method == "ga_gd":
-        total = forget + retain_weight * retain
-    else:
+    """The paper's four baselines by name (``row_nll`` is toward the true label for GA-style rows and toward a
+    generic label for RL forget rows); the trainer uses the registered functions above directly."""
+    if method not in BASELINE_LOSSES:
         raise ValueError(f"unknown baseline {method!r}")
-    return LossParts(total=total, forget=forget, retain=retain, kl=kl)
+    return BASELINE_LOSSES[method](row_nll, is_forget, row_kl, retain_weight, kl_weight, nll_cap)
+
+
+def sequence_logprob(row_nll: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """log π(y|x) of each row's whole answer from its per-token mean NLL and its answer length: −mean·|y|."""
+    return -row_nll * lengths.to(row_nll.dtype)

@@ -30,7 +30,8 @@ def add_lora(model, cfg: Any, section: str):
             f"model has no module named {missing[0]!r} for LoRA",
             f"set {section}.target_modules to modules the model has (e.g. q_proj, v_proj; c_attn for GPT-2)",
         )
+    layers = getattr(cfg, "lora_layers", None)  # only these decoder layers (e.g. RMU: layers up to the steered one)
     lora = LoraConfig(task_type=TaskType.CAUSAL_LM, r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=list(cfg.target_modules))
+                      target_modules=list(cfg.target_modules), layers_to_transform=list(layers) if layers else None)
     with seeded(cfg.seed):  # the LoRA A matrices are drawn here, before the Trainer seeds anything
         return get_peft_model(model, lora)

@@ -4,7 +4,7 @@ A soft prompt sits at positions ``0..p-1`` of every row (``spul.models.forward.h
 the left padding), so its keys/values are the same for every request. ``PrefixCache`` computes them once per
 artifact (``spul.models.prefix_cache.PrefixCache``) and every batch reuses them; only the request tokens run
 through the decoder. Scoring without a
-cache calls ``spul.evaluation.scoring.score_prompts`` itself, so the two paths can be compared directly.
+cache calls ``spul.models.scoring.score_prompts`` itself, so the two paths can be compared directly.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from spul.data.encoding import TaskEncoder
-from spul.evaluation.scoring import score_prompts
+from spul.models.scoring import score_prompts
 from spul.models.forward import decoder_of, hidden_states, lm_logits, pad_left, unwrap
 from spul.models.prefix_cache import PrefixCache, run_after_prefix
 
@@ -54,9 +54,10 @@ def score(model, encoder: TaskEncoder, prompts: list[list[int]], vectors: torch.
     """
     if prefix is None or row_hook is not None:
         def provider(n, rows):
-            if row_hook is not None:
-                row_hook(np.asarray(rows))
-            return (vectors.unsqueeze(0).expand(n, -1, -1) if vectors is not None else None), None
+            mask = row_hook(np.asarray(rows)) if row_hook is not None else None
+            if vectors is None:
+                return None, None
+            return vectors.unsqueeze(0).expand(n, -1, -1), (None if mask is None else torch.as_tensor(np.asarray(mask, dtype=bool)))
 
         return score_prompts(model, encoder, prompts, batch_size=batch_size, prompt_provider=provider).loglik
     device = next(model.parameters()).device
@@ -87,8 +88,16 @@ def generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: list[in
              prefix: PrefixCache | None = None, row_hook: RowHook | None = None) -> list[list[int]]:
     """Greedy continuation of each prompt (left-padded batch), each row stopping at EOS or its own limit."""
     device = next(model.parameters()).device
-    if row_hook is not None:
-        row_hook(np.arange(len(prompts)))
+    on = row_hook(np.arange(len(prompts))) if row_hook is not None else None
+    if vectors is not None and on is not None and not np.all(on):
+        # a gated soft prompt: the rows it applies to and the others are generated as two groups
+        on = np.asarray(on, dtype=bool)
+        outputs: list[list[int]] = [[] for _ in prompts]
+        for group, vec, pre in ((np.flatnonzero(on), vectors, prefix), (np.flatnonzero(~on), None, None)):
+            if len(group):
+                for i, out in zip(group, generate(model, tokenizer, [prompts[i] for i in group], [max_new_tokens[i] for i in group], vec, pre)):
+                    outputs[i] = out
+        return outputs
     ids, mask = pad_left(prompts, tokenizer.pad_token_id, device)
     hidden, cache, full_mask = _run(model, ids, mask, vectors, prefix, use_cache=True)
     eos = tokenizer.eos_token_id

@@ -1,100 +1,34 @@
-"""What the server applies to a request: a policy, chosen by the caller's API key and never by the request.
+"""What the server applies to a request: an intervention, chosen by the caller's API key and never by the request.
 
-A ``Policy`` turns a frozen base model into an unlearned one at inference time. Two kinds exist today:
-``BasePolicy`` (nothing applied) and ``SoftPromptPolicy`` (SPUL: p vectors prepended to the input
-embeddings, with their keys/values cached once). ECO plugs in by subclassing ``Policy`` and overriding
-``guard``: a context manager entered around a batch's model work, e.g. a forward hook on the embedding
-layer that corrupts (at prefill only) the rows its prompt classifier flags (``EcoPolicy``). Because the policy is looked up from the
-API key on the server, request fields cannot remove the soft prompt or the guard.
+The server's policies are ``spul.interventions.Intervention`` objects (``Policy`` is the serving name for that
+type): ``base`` (nothing applied), a soft prompt (SPUL: p vectors prepended to the input embeddings, with their
+keys/values cached once), ECO (a classifier-gated embedding corruption), a LoRA delta or weight swap (the
+fine-tuning baselines), or any composition. The app enters ``policy.guard(model, texts, prompts)`` around a batch's
+model work and never asks which method made the policy. Because the policy is looked up from the API key on the
+server, request fields cannot remove the soft prompt, the guard or the weight change.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hmac
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ContextManager
-
-import numpy as np
-import torch
 
 from spul.data.encoding import TaskEncoder
 from spul.data.tasks import Task, TaskConfig, TaskKind, multiple_choice_task_config
 from spul.errors import ConfigError
+from spul.interventions import Gated, Intervention, SoftPrompt
 
 BASE_POLICY = "base"
 
-
-class Policy:
-    """How one named behaviour is applied to a batch of requests on the shared base model."""
-
-    name: str
-    kind: str = "base"
-    task_config: TaskConfig | None = None
-    info: dict[str, Any] = {}
-
-    #: ``[p, d]`` soft prompt in the model dtype, or None
-    vectors: torch.Tensor | None = None
-    #: cached keys/values of ``vectors`` (``spul.serving.inference.PrefixCache``), or None to recompute
-    prefix: Any = None
-
-    def guard(self, model, texts: list[str], prompts: list[list[int]]) -> ContextManager[Callable[[np.ndarray], None] | None]:
-        """Entered around the model work for one batch group of ``texts`` (token ids ``prompts``).
-
-        It may yield a row hook: the scorer calls ``hook(rows)`` with the row indices of each forward pass
-        before running it (generation: all rows, in order). ECO uses this to flag rows for its embedding hook.
-        """
-        return contextlib.nullcontext(None)
-
-    def describe(self) -> dict[str, Any]:
-        p = 0 if self.vectors is None else int(self.vectors.shape[0])
-        return {"name": self.name, "kind": self.kind, "prompt_length": p, "prefix_cached": self.prefix is not None, **self.info}
+Policy = Intervention
+SoftPromptPolicy = SoftPrompt
+GatedPolicy = Gated
 
 
-class BasePolicy(Policy):
+def BasePolicy(name: str = BASE_POLICY) -> Intervention:  # noqa: N802 - the historical class name
     """The base model as it is (no unlearning); only keys explicitly bound to ``base`` get it."""
-
-    def __init__(self, name: str = BASE_POLICY):
-        self.name = name
-        self.info = {}
-
-
-class SoftPromptPolicy(Policy):
-    """A SPUL artifact: its soft prompt is prepended to every request."""
-
-    kind = "spul"
-
-    def __init__(self, name: str, vectors: torch.Tensor, prefix: Any, task_config: TaskConfig | None, info: dict[str, Any]):
-        self.name = name
-        self.vectors = vectors
-        self.prefix = prefix
-        self.task_config = task_config
-        self.info = info
-
-
-class EcoPolicy(Policy):
-    """An ECO artifact: a prompt classifier flags requests, an embedding hook corrupts flagged prompts."""
-
-    kind = "eco"
-
-    def __init__(self, name: str, classifier, embedding_guard, task_config: TaskConfig | None, info: dict[str, Any]):
-        self.name = name
-        self.classifier = classifier
-        self.embedding_guard = embedding_guard
-        self.task_config = task_config
-        self.info = info
-
-    @contextlib.contextmanager
-    def guard(self, model, texts: list[str], prompts: list[list[int]]):
-        flags = np.asarray(self.classifier.flags(texts), dtype=bool)
-        lengths = np.asarray([len(p) for p in prompts])
-
-        def hook(rows: np.ndarray) -> None:
-            self.embedding_guard.set_batch(flags[rows], lengths[rows])
-
-        with self.embedding_guard.attached(model):
-            yield hook
+    return Intervention(name)
 
 
 class Encoders:

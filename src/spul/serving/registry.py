@@ -1,8 +1,9 @@
 """The artifacts a running server knows: loaded once, checked against the base model, swapped without restart.
 
-The base model stays unwrapped. Loading an artifact runs its PEFT prompt encoder once to get the ``[p, d]``
-vectors (plain prompt tuning or the P-tuning MLP alike), then drops the PEFT wrapper, so any number of
-artifacts share one model and a request pays only for its own prompt.
+The base model stays unwrapped. An artifact of any registered method loads as an intervention
+(``spul.methods.registry.load_intervention``): a soft prompt is read once as ``[p, d]`` vectors (its keys/values
+cached), ECO as a classifier-gated corruption hook, a baseline as a LoRA delta or a weight swap applied per batch,
+so any number of artifacts share one model and a request pays only for its own.
 """
 
 from __future__ import annotations
@@ -13,58 +14,26 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from spul.artifacts import check_base, read_metadata
-from spul.configuration import from_dict
-from spul.data.tasks import TaskConfig
 from spul.errors import ArtifactError, ConfigError
+from spul.interventions import Gated, Intervention
+from spul.methods.registry import load_intervention
 from spul.models.prefix_cache import PrefixCache
-from spul.serving.policies import BASE_POLICY, BasePolicy, EcoPolicy, Policy, SoftPromptPolicy
+from spul.serving.policies import BASE_POLICY, BasePolicy, Policy
 
 log = logging.getLogger(__name__)
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
-def artifact_vectors(model, folder: str | Path, fingerprint: str, model_name: str = "") -> tuple[torch.Tensor, dict[str, Any]]:
-    """The artifact's soft prompt as ``[p, d]`` in the model dtype, after checking it belongs to ``model``."""
-    from peft import PeftConfig, PeftModel
+def artifact_vectors(model, folder: str | Path, fingerprint: str, model_name: str = "") -> tuple[Any, dict[str, Any]]:
+    """The artifact's soft prompt as ``[p, d]`` in the model dtype, after checking it belongs to ``model``
+    (what the vLLM export needs); refuses an artifact whose intervention is not a plain soft prompt."""
+    from spul.artifacts import read_metadata
 
-    meta = read_metadata(folder)
-    check_base(meta, fingerprint, model_name or meta.get("base_model", ""))
-    if meta.get("method", "spul") != "spul":
-        raise ArtifactError(f"artifact {str(folder)!r} is a {meta.get('method')!r} artifact, not a soft prompt", "serve it with its own policy type")
-    try:
-        config = PeftConfig.from_pretrained(str(folder))
-        if not getattr(config, "is_prompt_learning", False):
-            raise ValueError(f"adapter type {config.peft_type} is not a soft prompt")
-        dtype = model.get_input_embeddings().weight.dtype
-        wrapped = PeftModel.from_pretrained(model, str(folder), is_trainable=False)
-        with torch.no_grad():
-            vectors = wrapped.get_prompt(batch_size=1)[0].detach().to(dtype).clone()
-        # forget the wrapper: prompt learning does not touch the base model's modules
-        for attr in ("peft_config", "_hf_peft_config_loaded"):
-            if attr in model.__dict__:
-                delattr(model, attr)
-        del wrapped
-    except Exception as err:  # noqa: BLE001 - any failure to read the adapter (incl. SafetensorError) refuses it
-        raise ArtifactError(f"artifact {str(folder)!r} could not be loaded ({str(err).splitlines()[0][:150] if str(err) else type(err).__name__})",
-                            "re-create it with spul unlearn") from None
-    if vectors.ndim != 2 or vectors.shape[1] != model.get_input_embeddings().weight.shape[1]:
-        raise ArtifactError(f"artifact {str(folder)!r} has prompt shape {tuple(vectors.shape)}", "re-create it with spul unlearn for this model")
-    if not torch.isfinite(vectors).all():
-        raise ArtifactError(f"artifact {str(folder)!r} contains NaN or infinite values", "re-train it (the training diverged)")
-    return vectors, meta
-
-
-def _task_of(meta: dict[str, Any], folder: str | Path) -> TaskConfig | None:
-    """The task the artifact was trained for (its template and labels), when recorded."""
-    if not isinstance(meta.get("task"), dict):
-        return None
-    try:
-        return from_dict(TaskConfig, meta["task"])
-    except Exception as err:  # noqa: BLE001 - any malformed task section refuses the artifact
-        raise ArtifactError(f"artifact {str(folder)!r} has an invalid task section ({str(err)[:120]})", "re-create it") from None
+    intervention = load_intervention(folder, model, fingerprint=fingerprint, model_name=model_name)
+    if intervention.vectors is None or intervention.changes_weights or isinstance(intervention, Gated):
+        raise ArtifactError(f"artifact {str(folder)!r} is a {intervention.kind!r} intervention, not a plain soft prompt",
+                            "only soft prompts travel as prompt embeddings; serve the others with spul serve")
+    return intervention.vectors, read_metadata(folder)
 
 
 class Registry:
@@ -102,42 +71,23 @@ class Registry:
         with self._lock:
             if name in self._policies and not replace:
                 raise ConfigError(f"an artifact named {name!r} is already loaded", "remove it first or choose another name")
-        if read_metadata(folder).get("method") == "eco":
-            policy = self._eco(name, folder)
-            with self._lock:
-                self._policies[name] = policy
-            return policy
-        vectors, meta = artifact_vectors(self.model, folder, self.fingerprint, self.model_name)
-        task = _task_of(meta, folder)
-        prefix = PrefixCache(self.model, vectors) if self.prefix_cache else None
-        info = {"folder": str(folder), "created": meta.get("created"), "method": meta.get("method", "spul"),
-                "task_kind": task.kind.value if task else None}
-        policy = SoftPromptPolicy(name, vectors, prefix, task, info)
+        try:
+            policy = load_intervention(folder, self.model, tokenizer=self.tokenizer, fingerprint=self.fingerprint,
+                                       model_name=self.model_name, name=name)
+        except (ArtifactError, ConfigError):
+            raise
+        except Exception as err:  # noqa: BLE001 - a malformed artifact is refused, not fatal
+            raise ArtifactError(f"artifact {str(folder)!r} could not be loaded ({str(err).splitlines()[0][:150] if str(err) else type(err).__name__})",
+                                "re-create it") from None
+        if policy.vectors is not None and self.prefix_cache:
+            policy.prefix = PrefixCache(self.model, policy.vectors)
         with self._lock:
             self._policies[name] = policy
-        log.info("loaded artifact %s from %s (p=%d)", name, folder, vectors.shape[0])
+        log.info("loaded artifact %s from %s (%s)", name, folder, policy.kind)
         return policy
 
-    def _eco(self, name: str, folder: str | Path) -> Policy:
-        """An ECO artifact (``spul.methods.eco``): classifier + embedding guard, base model checked."""
-        from spul.methods.eco.runner import load_eco
-
-        meta = read_metadata(folder)
-        check_base(meta, self.fingerprint, self.model_name)
-        try:
-            classifier, guard, meta = load_eco(folder, None, self.tokenizer.pad_token_id, self.model_name)
-        except ArtifactError:
-            raise
-        except Exception as err:  # noqa: BLE001 - a malformed ECO artifact is refused, not fatal
-            raise ArtifactError(f"ECO artifact {str(folder)!r} could not be loaded ({str(err).splitlines()[0][:150] if str(err) else type(err).__name__})",
-                                "re-create it with spul eco") from None
-        task = _task_of(meta, folder)
-        info = {"folder": str(folder), "created": meta.get("created"), "method": "eco",
-                "task_kind": task.kind.value if task else None, "corruption": meta.get("corruption", {}).get("name")}
-        return EcoPolicy(name, classifier, guard, task, info)
-
-    def add_policy(self, policy: Policy) -> None:
-        """Register a ready-made policy (e.g. an ECO guard built by ``spul.methods.eco``)."""
+    def add_policy(self, policy: Intervention) -> None:
+        """Register a ready-made intervention under its name."""
         with self._lock:
             self._policies[policy.name] = policy
 

@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from spul.errors import ArtifactError
+from spul.interventions import Gated, Intervention
 from spul.io import atomic_dir, write_json, write_text
 
 TENSOR_FILE = "soft_prompt.safetensors"
@@ -50,11 +52,21 @@ behaviour. Use `spul serve` when the policy must be enforced on the server.
 """
 
 
-def export_vllm(vectors: torch.Tensor, meta: dict[str, Any], out: str | Path) -> Path:
-    """Write ``soft_prompt.safetensors`` ([p, d], model dtype), ``vllm.json`` and ``README.md`` into ``out``."""
+def export_vllm(source: Intervention | torch.Tensor, meta: dict[str, Any], out: str | Path) -> Path:
+    """Write ``soft_prompt.safetensors`` ([p, d], model dtype), ``vllm.json`` and ``README.md`` into ``out``.
+
+    ``source`` is an intervention (only an ungated soft prompt travels as prompt embeddings) or its vectors.
+    """
     from safetensors.torch import save_file
 
     out = Path(out)
+    if isinstance(source, Intervention):
+        if source.vectors is None or source.changes_weights or isinstance(source, Gated):
+            raise ArtifactError(f"a {source.kind!r} intervention cannot be exported as prompt embeddings",
+                                "export a SPUL soft prompt; serve other methods with spul serve")
+        vectors = source.vectors
+    else:
+        vectors = source
     vectors = vectors.detach().cpu().contiguous()
     info = {
         "format": "spul-vllm-prompt-embeds/1",

@@ -15,6 +15,7 @@ import numpy as np
 
 from spul.configuration import to_dict
 from spul.data.encoding import TaskEncoder
+from spul.data.sources import load_unlearning_data
 from spul.data.splits import Split, UnlearningData
 from spul.data.tasks import Task
 from spul.errors import ArtifactError, ConfigError
@@ -64,11 +65,11 @@ class AuditConfig:
 
 @dataclass
 class Subject:
-    """A model as the attacker queries it: weights plus (for SPUL) the soft prompt provider."""
+    """A model as the attacker queries it: the frozen weights plus the intervention applied (None: nothing)."""
 
     name: str
     model: Any
-    provider: Any = None
+    intervention: Any = None
 
 
 def _rows(data: UnlearningData, split: Split) -> tuple[list[str], np.ndarray]:
@@ -77,43 +78,31 @@ def _rows(data: UnlearningData, split: Split) -> tuple[list[str], np.ndarray]:
 
 
 def load_subjects(run_cfg, artifact: Path) -> tuple[Subject, Subject, dict[str, Any], Any, bool]:
-    """(without unlearning, with unlearning, metadata, tokenizer, weights_changed)."""
-    from spul.artifacts import load_soft_prompt, read_metadata
-    from spul.models.loading import ModelConfig, load_model, weights_fingerprint
-    from spul.models.soft_prompt import prompt_vectors
+    """(without unlearning, with unlearning, metadata, tokenizer, weights_changed): one frozen model, queried
+    without and with the artifact's intervention."""
+    from spul.artifacts import read_metadata
+    from spul.methods.registry import load_intervention
+    from spul.models.loading import ModelConfig, load_model
 
     meta = read_metadata(artifact)
     fields = to_dict(run_cfg.model)
     fields["name_or_path"] = meta["base_model"]
-    method = meta.get("method", "")
-    if method == "spul":
-        model, tokenizer = load_model(ModelConfig(**fields))
-        peft_model, _ = load_soft_prompt(model, artifact, weights_fingerprint(model), meta["base_model"])
-        dtype = peft_model.get_input_embeddings().weight.dtype
-        provider = lambda n, rows: (prompt_vectors(peft_model, n, dtype), None)  # noqa: E731
-        return Subject("without prompt", peft_model), Subject("with prompt", peft_model, provider), meta, tokenizer, False
-    try:
-        from spul.methods.baselines import BaselineMethod, load_baseline
-    except ImportError:
-        BaselineMethod = None  # noqa: N806
-    if BaselineMethod is not None and method in {m.value for m in BaselineMethod}:
-        unlearned, tokenizer, meta = load_baseline(ModelConfig(**to_dict(run_cfg.model)), artifact)
-        base, _ = load_model(ModelConfig(**fields))
-        return Subject("base weights", base), Subject(f"{method} weights", unlearned), meta, tokenizer, True
-    raise ArtifactError(f"artifact {str(artifact)!r} has method {method!r}, which the audit cannot load",
-                        "audit a SPUL artifact (spul unlearn) or a baseline artifact (GA, RL, GA+KL, GA+GD)")
+    model, tokenizer = load_model(ModelConfig(**fields))
+    intervention = load_intervention(artifact, model, tokenizer=tokenizer, model_name=meta["base_model"])
+    changed = bool(intervention.changes_weights)
+    before = Subject("base weights" if changed else "without unlearning", model)
+    after = Subject(f"{meta.get('method', '?')} weights" if changed else "with unlearning", model, intervention)
+    return before, after, meta, tokenizer, changed
 
 
 def run_audit(run_cfg, artifact: str | Path, cfg: AuditConfig | None = None, data: UnlearningData | None = None,
               out_dir: str | Path | None = None) -> dict[str, Any]:
     """Run every attack on ``artifact`` and write the report; returns the report as a dict."""
-    from spul.pipeline import prepare
-
     cfg = cfg or AuditConfig()
     artifact = Path(artifact)
     started = time.time()
     before, after, meta, tokenizer, weights_changed = load_subjects(run_cfg, artifact)
-    data = (data or prepare(run_cfg)).subsample(cfg.limit, seed=cfg.seed)
+    data = (data or load_unlearning_data(run_cfg.data, Task(run_cfg.task))).subsample(cfg.limit, seed=cfg.seed)
     task_cfg = run_cfg.task
     encoder = TaskEncoder(Task(task_cfg), tokenizer, run_cfg.model.max_length)
     report: dict[str, Any] = {"artifact": str(artifact), "method": meta.get("method"), "base_model": meta.get("base_model"),
@@ -121,7 +110,7 @@ def run_audit(run_cfg, artifact: str | Path, cfg: AuditConfig | None = None, dat
 
     # 1. membership inference: train_forget (members) vs test_forget (non-members)
     members, nonmembers = _rows(data, Split.TRAIN_FORGET), _rows(data, Split.TEST_FORGET)
-    mia = {s.name: membership_aucs(s.model, encoder, members, nonmembers, s.provider, cfg.min_k, cfg.batch_size) for s in (before, after)}
+    mia = {s.name: membership_aucs(s.model, encoder, members, nonmembers, s.intervention, cfg.min_k, cfg.batch_size) for s in (before, after)}
     report["membership_auc"] = {score: {"without_unlearning": mia[before.name][score], "with_unlearning": mia[after.name][score]} for score in SCORES}
 
     # 2. re-phrased queries
@@ -134,22 +123,22 @@ def run_audit(run_cfg, artifact: str | Path, cfg: AuditConfig | None = None, dat
             entry[key] = {}
             for split in REPORTED_SPLITS:
                 texts, labels = _rows(data, split)
-                entry[key][split.value] = accuracy(subject.model, enc, [variant.text(t) for t in texts], labels, cfg.batch_size, subject.provider)
+                entry[key][split.value] = accuracy(subject.model, enc, [variant.text(t) for t in texts], labels, cfg.batch_size, subject.intervention)
         variants[name] = entry
     report["paraphrase_accuracy"] = variants
 
     # 3. relearning
     forget_texts, forget_labels = _rows(data, Split.TRAIN_FORGET)
     probe = _rows(data, Split.TEST_FORGET)
-    base_forget = accuracy(before.model, encoder, *probe, cfg.batch_size, before.provider)
-    unlearned_forget = accuracy(after.model, encoder, *probe, cfg.batch_size, after.provider)
+    base_forget = accuracy(before.model, encoder, *probe, cfg.batch_size, before.intervention)
+    unlearned_forget = accuracy(after.model, encoder, *probe, cfg.batch_size, after.intervention)
     relearn: dict[str, Any] = {"base_forget_accuracy": base_forget, "unlearned_forget_accuracy": unlearned_forget,
                                "weights_changed": weights_changed}
     if weights_changed:
         n = min(cfg.relearn_samples, len(forget_texts))
         relearn["fine_tuning"] = relearn_steps(after.model, encoder, (forget_texts[:n], forget_labels[:n]), probe,
                                                cfg.relearn_target * base_forget, cfg.relearn_max_steps,
-                                               cfg.relearn_learning_rate, cfg.batch_size, cfg.seed)
+                                               cfg.relearn_learning_rate, cfg.batch_size, cfg.seed, after.intervention)
     else:
         relearn["without_prompt"] = {"steps_to_target": 0, "forget_accuracy": base_forget,
                                      "note": "the frozen weights are intact: removing the prompt restores the base model's accuracy"}

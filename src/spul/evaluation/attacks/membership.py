@@ -18,7 +18,9 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from spul.data.encoding import TaskEncoder
-from spul.evaluation.scoring import PromptProvider, score_texts
+from spul.evaluation.evaluate import score_with
+from spul.interventions import Intervention, as_provider
+from spul.models.scoring import PromptProvider, Scores, score_texts
 from spul.models.forward import hidden_states, lm_logits, pad_left
 
 SCORES = ("loss", "zlib", "min_k", "min_k_pp", "answer_loglik")
@@ -33,11 +35,19 @@ class TokenStats:
 
 
 @torch.inference_mode()
-def token_statistics(model, tokenizer, texts: list[str], provider: PromptProvider | None = None,
+def token_statistics(model, tokenizer, texts: list[str], provider: PromptProvider | Intervention | None = None,
                      batch_size: int = 16, max_length: int = 256) -> list[TokenStats]:
-    """Log-probabilities of every text token after the first, with the soft prompt (if any) in front."""
-    device = next(model.parameters()).device
+    """Log-probabilities of every text token after the first, with an intervention (or a prompt provider) applied."""
     encoded = [list(ids[:max_length]) for ids in tokenizer(texts, add_special_tokens=True).input_ids]
+    if isinstance(provider, Intervention):
+        with provider.applied(model, texts, encoded) as hook:
+            return _token_statistics(model, tokenizer, encoded, as_provider(provider, hook), batch_size)
+    return _token_statistics(model, tokenizer, encoded, provider, batch_size)
+
+
+def _token_statistics(model, tokenizer, encoded: list[list[int]], provider: PromptProvider | None, batch_size: int) -> list[TokenStats]:
+    device = next(model.parameters()).device
+    texts = encoded
     out: list[TokenStats | None] = [None] * len(texts)
     order = np.argsort([len(e) for e in encoded], kind="stable")
     for start in range(0, len(order), batch_size):
@@ -88,13 +98,19 @@ def auc(member: np.ndarray, nonmember: np.ndarray) -> float:
 
 
 def membership_aucs(model, encoder: TaskEncoder, members: tuple[list[str], np.ndarray], nonmembers: tuple[list[str], np.ndarray],
-                    provider: PromptProvider | None = None, k: float = 0.2, batch_size: int = 16) -> dict[str, float]:
+                    provider: PromptProvider | Intervention | None = None, k: float = 0.2, batch_size: int = 16) -> dict[str, float]:
     """ROC AUC of each attack separating ``members`` from ``nonmembers`` (each: texts, true label ids)."""
     scores: list[dict[str, np.ndarray]] = []
     for texts, labels in (members, nonmembers):
         stats = token_statistics(model, encoder.tokenizer, texts, provider, batch_size, encoder.max_length)
         s = member_scores(texts, stats, k)
-        answer = score_texts(model, encoder, texts, batch_size=batch_size, prompt_provider=provider)
+        answer = _score(model, encoder, texts, provider, batch_size)
         s["answer_loglik"] = answer.loglik[np.arange(len(texts)), labels]
         scores.append(s)
     return {name: auc(scores[0][name], scores[1][name]) for name in SCORES}
+
+
+def _score(model, encoder: TaskEncoder, texts: list[str], provider, batch_size: int) -> Scores:
+    if isinstance(provider, Intervention):
+        return score_with(model, encoder, texts, provider, batch_size=batch_size)
+    return score_texts(model, encoder, texts, batch_size=batch_size, prompt_provider=provider)

@@ -14,8 +14,7 @@ def cmd_eco(args) -> int:
     from spul.evaluation.report import markdown_table, write_report
     from spul.configuration import to_dict
     from spul.interfaces.cli import _load
-    from spul.methods.eco.runner import eco_dir, evaluate_eco, train_eco
-    from spul.pipeline import finetune, prepare
+    from spul.pipeline import eco_dir, evaluate_eco, finetune, prepare, train_eco
 
     cfg = _load(args)
     data = prepare(cfg)

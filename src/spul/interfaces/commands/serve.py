@@ -60,15 +60,16 @@ def cmd_serve(args) -> int:
 
 def cmd_export_vllm(args) -> int:
     from spul.artifacts import read_metadata
-    from spul.models.loading import ModelConfig, load_model, weights_fingerprint
-    from spul.serving.registry import artifact_vectors
+    from spul.methods.registry import load_intervention
+    from spul.models.loading import ModelConfig, load_model
     from spul.serving.vllm_export import export_vllm
 
     meta = read_metadata(args.artifact)
     name = args.model or meta.get("base_model", "")
-    model, _ = load_model(ModelConfig(name_or_path=name, dtype=args.dtype, device="cpu"))
-    vectors, meta = artifact_vectors(model, args.artifact, weights_fingerprint(model), name)
-    out = export_vllm(vectors, meta, args.out)
+    model, tokenizer = load_model(ModelConfig(name_or_path=name, dtype=args.dtype, device="cpu"))
+    intervention = load_intervention(args.artifact, model, tokenizer=tokenizer, model_name=name)
+    out = export_vllm(intervention, meta, args.out)
+    vectors = intervention.vectors
     print(f"exported soft prompt {tuple(vectors.shape)} {vectors.dtype} → {out} (see {out}/README.md)")
     return 0
 

@@ -6,6 +6,7 @@ import enum
 from dataclasses import dataclass, field
 
 from spul.errors import ConfigError
+from spul.interventions.corruption import CorruptionConfig, DimSelect  # noqa: F401 - re-exported as ECO settings
 
 
 class ConformalSide(str, enum.Enum):
@@ -19,14 +20,6 @@ class ConformalSide(str, enum.Enum):
     RETAIN = "retain"
     FORGET = "forget"
     NONE = "none"
-
-
-class DimSelect(str, enum.Enum):
-    """Which embedding dimensions a corruption touches: the first n, n random ones (seeded), or the top-k by |x|."""
-
-    FIRST = "first"
-    RANDOM = "random"
-    TOP_K = "top_k"
 
 
 class ObjectiveTarget(str, enum.Enum):
@@ -66,28 +59,6 @@ class ClassifierConfig:
 
 
 @dataclass
-class CorruptionConfig:
-    """One registered corruption applied to the selected dimensions of flagged prompts' embeddings."""
-
-    name: str = "noise"  # a key of spul.methods.eco.corruptions.CORRUPTIONS
-    dims: int = 0  # how many dimensions to corrupt; 0 = all of them
-    select: DimSelect = DimSelect.FIRST
-    sigma: float = 0.1  # strength (noise standard deviation); the start point of the search
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        from spul.methods.eco.corruptions import CORRUPTIONS
-
-        self.select = DimSelect(self.select)
-        if self.name not in CORRUPTIONS:
-            raise ConfigError(f"eco.corruption.name={self.name!r} is unknown", f"use one of: {', '.join(sorted(CORRUPTIONS))}")
-        if self.dims < 0:
-            raise ConfigError(f"eco.corruption.dims={self.dims} is negative", "use 0 (all dimensions) or a positive count")
-        if not self.sigma > 0:
-            raise ConfigError(f"eco.corruption.sigma={self.sigma} is invalid", "use a positive strength")
-
-
-@dataclass
 class SearchConfig:
     """Zeroth-order search of log σ by central finite differences: g = (f(σe^ε) − f(σe^−ε)) / 2ε."""
 
@@ -114,6 +85,7 @@ class SearchConfig:
 
 @dataclass
 class EcoConfig:
+    method: str = field(default="eco", metadata={"help": "the registered method these settings are for"})
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     corruption: CorruptionConfig = field(default_factory=CorruptionConfig)
     search: SearchConfig = field(default_factory=SearchConfig)

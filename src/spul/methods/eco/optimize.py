@@ -16,7 +16,7 @@ from typing import Any, Callable
 import numpy as np
 
 from spul.data.encoding import TaskEncoder
-from spul.evaluation.scoring import Scores, score_prompts
+from spul.models.scoring import Scores, score_prompts
 from spul.methods.eco.config import CorruptionConfig, ObjectiveTarget, SearchConfig
 from spul.methods.eco.corruptions import Corruption
 from spul.methods.eco.hooks import EmbeddingGuard

@@ -15,6 +15,7 @@ from spul.models.soft_prompt import PromptEncoder, PromptInit
 class SpulConfig(TrainConfig):
     """Defaults follow the paper (p=30, α=β=0.5, lr 1e-4, 10 epochs, batch 32, P-tuning MLP of 128)."""
 
+    method: str = field(default="spul", metadata={"help": "the registered method these settings are for"})
     prompt_length: int = 30
     prompt_encoder: PromptEncoder = PromptEncoder.P_TUNING
     encoder_hidden_size: int = 128

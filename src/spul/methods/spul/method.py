@@ -1,0 +1,126 @@
+"""SPUL as a registered method: train a soft prompt against the frozen base model; load it as ``SoftPrompt``."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from spul.artifacts import common_info, save_artifact
+from spul.configuration import to_dict
+from spul.errors import ArtifactError
+from spul.interventions import SoftPrompt
+from spul.io import sha256_text
+from spul.methods.registry import TrainJob, register_method
+from spul.methods.spul.config import SpulConfig
+
+log = logging.getLogger(__name__)
+
+
+def train(job: TrainJob) -> Path:
+    """Train the soft prompt; resume from the newest checkpoint under ``job.work_dir/checkpoints``."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from spul.data.encoding import TaskEncoder
+    from spul.methods.sharding import shard_frozen_base, sharding_requested
+    from spul.methods.spul.trainer import SpulTrainer
+    from spul.methods.training import AnswerCollator, AnswerDataset, build_examples
+    from spul.models.loading import DType, load_model, resolve_device, weights_fingerprint
+    from spul.models.soft_prompt import add_soft_prompt, count_trainable
+
+    ucfg: SpulConfig = job.config
+    data, base = job.data, job.base
+    device = resolve_device(job.model.device)
+    shard = sharding_requested(ucfg.shard_frozen_weights)
+    model_cfg = job.model
+    if shard:  # load on the CPU in the device's dtype; each process moves only its shard to the device
+        model_cfg = type(model_cfg)(**{**to_dict(model_cfg), "dtype": DType.of(model_cfg.dtype.resolve(device)), "device": "cpu"})
+    if job.model_and_tokenizer is not None and not shard:
+        model, tokenizer = job.model_and_tokenizer
+    else:
+        model, tokenizer = load_model(model_cfg)
+    fingerprint = weights_fingerprint(model)
+    encoder = TaskEncoder(job.task, tokenizer, job.model.max_length)
+    examples = build_examples(data, encoder, forget_target="generic", seed=ucfg.seed)
+    peft_model = add_soft_prompt(model, ucfg.prompt_encoder, ucfg.prompt_length, ucfg.prompt_init,
+                                 tokenizer=tokenizer, init_text=ucfg.prompt_init_text, seed=ucfg.seed,
+                                 encoder_hidden_size=ucfg.encoder_hidden_size)
+    checkpoints = Path(job.work_dir) / "checkpoints"
+    args = ucfg.training_arguments(str(checkpoints), device.type)
+    sharding = shard_frozen_base(peft_model, args.device) if shard else None  # args.device initialises torch.distributed
+    if sharding:
+        log.info("frozen weights sharded over %(processes)d processes: %(frozen_parameters_here)d of %(frozen_parameters)d here", sharding)
+    trainer = SpulTrainer(model=peft_model, args=args, train_dataset=AnswerDataset(examples), data_collator=AnswerCollator(tokenizer.pad_token_id),
+                          callbacks=job.callbacks)
+    last = get_last_checkpoint(str(checkpoints)) if job.resume and checkpoints.is_dir() else None
+    started = time.time()
+    result = trainer.train(resume_from_checkpoint=last)
+    seconds = time.time() - started
+    peft_model.eval()
+    meta = {
+        "method": "spul",
+        "base_model": base,
+        "base_fingerprint": fingerprint,
+        "pretrained_model": job.pretrained_model,
+        "tokenizer": getattr(tokenizer, "name_or_path", ""),
+        "tokenizer_fingerprint": sha256_text(repr(encoder.head_ids), repr(encoder.tail_ids), repr(encoder.candidate_ids))[:16],
+        "task": to_dict(job.task.config),
+        "max_length": job.model.max_length,
+        "hyperparameters": to_dict(ucfg),
+        "data": {"source": data.source, "sizes": data.sizes(), "fingerprints": data.fingerprints()},
+        "trainable_parameters": count_trainable(peft_model),
+        "training": {"seconds": round(seconds, 1), "steps": trainer.state.global_step, "resumed_from": last,
+                     "final_loss": round(float(result.training_loss), 5), "sharding": sharding},
+    }
+    try:
+        if not trainer.is_world_process_zero():  # under DDP the main process writes the artifact
+            return Path(job.artifact_dir)
+        return save_artifact(peft_model, job.artifact_dir, meta)
+    finally:
+        _forget_wrapper(model)
+
+
+def _forget_wrapper(model) -> None:
+    """Prompt learning does not touch the base model's modules: drop PEFT's bookkeeping so the model is bare again."""
+    for attr in ("peft_config", "_hf_peft_config_loaded"):
+        if attr in model.__dict__:
+            delattr(model, attr)
+
+
+def artifact_vectors(model, folder: str | Path) -> torch.Tensor:
+    """The artifact's soft prompt as ``[p, d]`` in the model dtype (the base model is checked by the caller)."""
+    from peft import PeftConfig, PeftModel
+
+    try:
+        config = PeftConfig.from_pretrained(str(folder))
+        if not getattr(config, "is_prompt_learning", False):
+            raise ValueError(f"adapter type {config.peft_type} is not a soft prompt")
+        dtype = model.get_input_embeddings().weight.dtype
+        wrapped = PeftModel.from_pretrained(model, str(folder), is_trainable=False)
+        wrapped.eval()
+        with torch.no_grad():
+            vectors = wrapped.get_prompt(batch_size=1)[0].detach().to(dtype).clone()
+        _forget_wrapper(model)
+        del wrapped
+    except Exception as err:  # noqa: BLE001 - any failure to read the adapter (incl. SafetensorError) refuses it
+        raise ArtifactError(f"artifact {str(folder)!r} could not be loaded ({str(err).splitlines()[0][:150] if str(err) else type(err).__name__})",
+                            "re-create it with spul unlearn") from None
+    if vectors.ndim != 2 or vectors.shape[1] != model.get_input_embeddings().weight.shape[1]:
+        raise ArtifactError(f"artifact {str(folder)!r} has prompt shape {tuple(vectors.shape)}", "re-create it with spul unlearn for this model")
+    if not torch.isfinite(vectors).all():
+        raise ArtifactError(f"artifact {str(folder)!r} contains NaN or infinite values", "re-train it (the training diverged)")
+    return vectors
+
+
+def load(folder: Path, model, *, tokenizer=None, meta: dict[str, Any], name: str) -> SoftPrompt:
+    return SoftPrompt(name, artifact_vectors(model, folder), **common_info(folder, meta))
+
+
+def display(meta: dict[str, Any]) -> str:
+    return f"SPUL (p={meta.get('hyperparameters', {}).get('prompt_length', '?')})"
+
+
+register_method("spul", SpulConfig, train, load, display, "soft prompt prepended to a frozen model (SPUL)")
