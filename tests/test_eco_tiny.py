@@ -155,9 +155,10 @@ def test_a_splits_noise_does_not_depend_on_the_other_splits(tiny_model_dir, tmp_
     from spul.data.sources import DataConfig, load_unlearning_data
     from spul.data.tasks import Task, TaskConfig
     from spul.evaluation.evaluate import EvalConfig
+    from spul.evaluation.evaluate import evaluate_model
+    from spul.interventions import EmbeddingCorruption
     from spul.methods.eco.config import CorruptionConfig
     from spul.methods.eco.corruptions import Corruption
-    from spul.methods.eco.evaluate import evaluate_guarded
     from spul.methods.eco.hooks import EmbeddingGuard
 
     model, tok = _fresh(tiny_model_dir)
@@ -165,12 +166,12 @@ def test_a_splits_noise_does_not_depend_on_the_other_splits(tiny_model_dir, tmp_
     data = load_unlearning_data(DataConfig(source="generated:reviews", limits={"train_forget": 8, "train_retain": 8,
                                                                                 "test_forget": 8, "test_retain": 8}), task)
     enc = TaskEncoder(task, tok, 64)
-    flags = {s: np.ones(len(data[s]), dtype=bool) for s in ("train_forget", "test_forget")}
     guard = EmbeddingGuard(Corruption(CorruptionConfig(name="noise", sigma=1.0), 1.0), tok.pad_token_id)
+    corruption = EmbeddingCorruption("ECO", guard)  # every row corrupted (a gate that flags all)
 
     def loglik(splits, folder):
         cfg = EvalConfig(batch_size=4, splits=splits, progress=False)
-        evaluate_guarded(model, enc, data, cfg, guard, flags, name="ECO", identity="x", predictions_dir=tmp_path / folder)
+        evaluate_model(model, enc, data, cfg, name="ECO", identity="x", intervention=corruption, predictions_dir=tmp_path / folder)
         rows = [json.loads(line) for line in (tmp_path / folder / "eco_test_forget.jsonl").read_text().splitlines()]
         return [r["loglik"] for r in rows]
 

@@ -83,3 +83,81 @@ def test_spul_loss_combines_groups_with_alpha_and_beta():
 def test_spul_loss_without_kl_and_with_only_retain_rows():
     parts = spul_loss(torch.tensor([2.0]), torch.tensor([False]), None, alpha=1.0, beta=0.5)
     assert parts.forget.item() == 0.0 and parts.total.item() == 2.0
+
+
+# ---- the four methods added with the registry: NPO, SimNPO, IDK-DPO, RMU -------------------------------------
+
+def _logsig(x: float) -> float:
+    return -math.log1p(math.exp(-x))
+
+
+def test_sequence_logprob_is_minus_mean_nll_times_length():
+    from spul.methods.losses import sequence_logprob
+
+    assert sequence_logprob(torch.tensor([0.5, 2.0]), torch.tensor([4, 1])).tolist() == [-2.0, -2.0]
+
+
+def test_npo_loss_matches_hand_computation():
+    from spul.methods.npo import npo_loss
+
+    policy = torch.tensor([-3.0, -1.0, -5.0])
+    ref = torch.tensor([-2.0, -1.5, -9.0])  # the retain row's reference must be ignored
+    nll = torch.tensor([9.0, 9.0, 0.7])
+    forget = torch.tensor([True, True, False])
+    beta = 0.5
+    parts = npo_loss(policy, ref, nll, forget, beta, retain_weight=2.0)
+    rows = [-(2 / beta) * _logsig(-beta * (p - r)) for p, r in ((-3.0, -2.0), (-1.0, -1.5))]
+    assert parts.forget.item() == pytest.approx(sum(rows) / 2, rel=1e-6)
+    assert parts.retain.item() == pytest.approx(0.7)
+    assert parts.total.item() == pytest.approx(sum(rows) / 2 + 2.0 * 0.7, rel=1e-6)
+    # at π_θ = π_ref the forget term is (2/β)·log 2; pushing π_θ below π_ref lowers it (saturating, unlike GA)
+    same = npo_loss(torch.tensor([-1.0]), torch.tensor([-1.0]), torch.tensor([1.0]), torch.tensor([True]), beta)
+    lower = npo_loss(torch.tensor([-50.0]), torch.tensor([-1.0]), torch.tensor([1.0]), torch.tensor([True]), beta)
+    assert same.forget.item() == pytest.approx((2 / beta) * math.log(2), rel=1e-6)
+    assert 0 <= lower.forget.item() < 1e-9
+
+
+def test_simnpo_loss_matches_hand_computation():
+    from spul.methods.simnpo import simnpo_loss
+
+    nll = torch.tensor([0.4, 1.2, 3.0])  # mean token NLL = −log π(y|x)/|y|
+    forget = torch.tensor([True, True, False])
+    beta, gamma = 2.0, 0.5
+    parts = simnpo_loss(nll, forget, beta, gamma, retain_weight=0.5)
+    rows = [-(2 / beta) * _logsig(beta * n - gamma) for n in (0.4, 1.2)]
+    assert parts.forget.item() == pytest.approx(sum(rows) / 2, rel=1e-6)
+    assert parts.total.item() == pytest.approx(sum(rows) / 2 + 0.5 * 3.0, rel=1e-6)
+    # length-normalised: the same mean NLL gives the same loss whatever the answer's length
+    a = simnpo_loss(torch.tensor([1.0]), torch.tensor([True]), beta, gamma)
+    assert a.forget.item() == pytest.approx(-(2 / beta) * _logsig(beta * 1.0 - gamma), rel=1e-6)
+
+
+def test_idk_dpo_loss_matches_hand_computation():
+    from spul.methods.idk_dpo import dpo_loss, idk_dpo_loss
+
+    chosen, rejected = torch.tensor([-4.0, -2.0]), torch.tensor([-1.0, -6.0])
+    ref_c, ref_r = torch.tensor([-5.0, -2.0]), torch.tensor([-1.5, -3.0])
+    beta = 0.1
+    by_hand = [-_logsig(beta * ((c - rc) - (r - rr))) for c, r, rc, rr in zip([-4.0, -2.0], [-1.0, -6.0], [-5.0, -2.0], [-1.5, -3.0])]
+    assert dpo_loss(chosen, rejected, ref_c, ref_r, beta).tolist() == pytest.approx(by_hand, rel=1e-6)
+    parts = idk_dpo_loss(chosen, rejected, ref_c, ref_r, torch.tensor([7.0, 0.25]), torch.tensor([True, False]), beta, retain_weight=4.0)
+    assert parts.forget.item() == pytest.approx(by_hand[0], rel=1e-6)  # only the forget row's pair counts
+    assert parts.total.item() == pytest.approx(by_hand[0] + 4.0 * 0.25, rel=1e-6)
+    # equal margins give log 2; preferring the generic answer more than the reference does lowers the loss
+    assert dpo_loss(torch.tensor([-1.0]), torch.tensor([-1.0]), torch.tensor([-1.0]), torch.tensor([-1.0]), beta).item() == pytest.approx(math.log(2))
+
+
+def test_rmu_loss_matches_hand_computation():
+    from spul.methods.rmu import control_vector, rmu_loss
+
+    target = torch.tensor([1.0, 0.0])
+    forget = torch.tensor([[1.0, 1.0], [3.0, 0.0]])  # squared errors: (0,1) and (4,0) → mean 5/4
+    retain, ref = torch.tensor([[0.5, 0.5]]), torch.tensor([[0.0, 1.5]])  # (0.25, 1) → mean 0.625
+    parts = rmu_loss(forget, target, retain, ref, retain_weight=2.0)
+    assert parts.forget.item() == pytest.approx(1.25) and parts.retain.item() == pytest.approx(0.625)
+    assert parts.total.item() == pytest.approx(1.25 + 2.0 * 0.625)
+    empty = rmu_loss(forget[:0], target, retain, ref)
+    assert empty.forget.item() == 0.0
+    u = control_vector(16, seed=3)
+    assert u.norm().item() == pytest.approx(1.0, rel=1e-6) and torch.equal(u, control_vector(16, seed=3))
+    assert not torch.equal(u, control_vector(16, seed=4))

@@ -31,18 +31,30 @@ def test_whole_pipeline_runs_and_reports(tmp_path, tiny_model_dir):
 
 
 def test_unlearning_leaves_base_weights_bit_identical(tmp_path, tiny_model_dir):
+    """The frozen model that SPUL trains against is the one in memory: its weights after training equal a copy
+    taken before, and the soft prompt (the only trained tensor) moved away from its initialisation."""
+    from spul.data.tasks import Task
+    from spul.methods.registry import TrainJob, get_method, load_intervention
     from spul.models.loading import ModelConfig, load_model
-    from spul.pipeline import unlearn
+    from spul.models.soft_prompt import add_soft_prompt
+    from spul.pipeline import prepare
 
     cfg = tiny_run_config(tmp_path, tiny_model_dir, finetune={"enabled": False})
-    before, _ = load_model(ModelConfig(name_or_path=str(tiny_model_dir), dtype="float32", device="cpu"))
-    snapshot = {k: v.clone() for k, v in before.state_dict().items()}
-    artifact = unlearn(cfg)
-    after, _ = load_model(ModelConfig(name_or_path=str(tiny_model_dir), dtype="float32", device="cpu"))
-    for k, v in after.state_dict().items():
+    data = prepare(cfg)
+    model, tok = load_model(ModelConfig(name_or_path=str(tiny_model_dir), dtype="float32", device="cpu"))
+    snapshot = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    ucfg = cfg.unlearn
+    # the prompt the training starts from: the same seeded initialisation on a throwaway copy of the model
+    init_model, _ = load_model(ModelConfig(name_or_path=str(tiny_model_dir), dtype="float32", device="cpu"))
+    initial = add_soft_prompt(init_model, ucfg.prompt_encoder, ucfg.prompt_length, ucfg.prompt_init, tokenizer=tok,
+                              seed=ucfg.seed, encoder_hidden_size=ucfg.encoder_hidden_size).get_prompt(batch_size=1)[0].detach().clone()
+    job = TrainJob(model=cfg.model, task=Task(cfg.task), data=data, config=ucfg, artifact_dir=tmp_path / "artifact",
+                   work_dir=tmp_path / "work", model_and_tokenizer=(model, tok))
+    artifact = get_method("spul").train(job)
+    after = model.state_dict()
+    assert set(after) == set(snapshot)
+    for k, v in after.items():
         assert torch.equal(v, snapshot[k]), k
-    # and the prompt did move away from its initialisation
-    from safetensors.torch import load_file
-
-    weights = load_file(str(artifact / "adapter_model.safetensors"))
-    assert len(weights) == 1 and next(iter(weights.values())).shape == (4, 64)
+    trained = load_intervention(artifact, model, tokenizer=tok).vectors
+    assert trained.shape == initial.shape == (4, 64)
+    assert (trained - initial).abs().max().item() > 1e-3  # the prompt did move

@@ -21,12 +21,11 @@ from spul.io import sha256_text, write_json
 
 @dataclass
 class EvalConfig:
-    batch_size: int = 32
-    splits: list[str] = field(default_factory=lambda: [s.value for s in SPLITS])
-    # also evaluate the pretrained model before familiarisation (the paper's "Vanilla" row)
-    include_vanilla: bool = False
-    cache: bool = True
-    progress: bool = True
+    batch_size: int = field(default=32, metadata={"help": "rows per forward pass"})
+    splits: list[str] = field(default_factory=lambda: [s.value for s in SPLITS], metadata={"help": "splits to evaluate"})
+    include_vanilla: bool = field(default=False, metadata={"help": "also evaluate the pretrained model before familiarisation (the paper's Vanilla row)"})
+    cache: bool = field(default=True, metadata={"help": "cache per-example log-likelihoods"})
+    progress: bool = field(default=True, metadata={"help": "show progress bars"})
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:

@@ -72,7 +72,7 @@ def plan_cells(cfg: ExperimentConfig) -> list[Cell]:
         for point in spec.points():
             for tau in cfg.forget_fractions:
                 parts = [spec.name] + [f"{k}={v}" for k, v in point.items()] + ([f"tau={tau:g}"] if len(cfg.forget_fractions) > 1 or tau < 1 else [])
-                cells.append(Cell(id=_slug("-".join(parts)), method=spec.name, kind=spec.kind.value, params=dict(point), tau=tau, spec=spec))
+                cells.append(Cell(id=_slug("-".join(parts)), method=spec.name, kind=spec.kind, params=dict(point), tau=tau, spec=spec))
     ids = [c.id for c in cells]
     if len(set(ids)) != len(ids):
         from spul.errors import ConfigError

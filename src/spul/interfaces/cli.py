@@ -1,4 +1,5 @@
-"""The ``spul`` command line: one subcommand per pipeline step, all driven by the same ``RunConfig``.
+"""The ``spul`` command line: ``main`` and the parser; every subcommand is a module of
+``spul.interfaces.commands`` (the pipeline steps in ``steps.py``).
 
     spul run --config configs/quickstart.yaml unlearn.alpha=0.1
     spul prepare|finetune|unlearn|evaluate --config FILE [key=value ...]
@@ -12,129 +13,25 @@ import argparse
 import logging
 import os
 import sys
-from typing import Callable
 
 from spul.errors import SpulError
+from spul.interfaces.options import add_config_arguments, load_run_config, overrides_of, resolve_config_path
 
-
-def _load(args) -> "RunConfig":  # noqa: F821
-    from spul.configuration import load_config
-    from spul.pipeline import RunConfig
-
-    return load_config(RunConfig, resolve_config_path(args.config), overrides_of(args))
-
-
-def overrides_of(args) -> list[str]:
-    overrides = list(getattr(args, "overrides", None) or [])
-    if getattr(args, "output_dir", None):
-        overrides.append(f"output_dir={args.output_dir}")
-    return overrides
-
-
-def resolve_config_path(name: str | None) -> str | None:
-    """A path as given, or the bundled config of that name (``quickstart`` → spul/configs/quickstart.yaml)."""
-    if not name or os.path.exists(name):
-        return name
-    from importlib import resources
-
-    bundled = resources.files("spul") / "configs" / f"{name.removesuffix('.yaml')}.yaml"
-    return str(bundled) if bundled.is_file() else name
-
-
-def cmd_prepare(args) -> int:
-    from spul.pipeline import prepare
-
-    cfg = _load(args)
-    data = prepare(cfg)
-    print(f"prepared {data.source}: " + ", ".join(f"{k} {v}" for k, v in data.sizes().items()) + f" → {cfg.out / 'data'}")
-    return 0
-
-
-def cmd_finetune(args) -> int:
-    from spul.pipeline import finetune
-
-    print(f"familiarized model: {finetune(_load(args))}")
-    return 0
-
-
-def cmd_unlearn(args) -> int:
-    from spul.pipeline import unlearn
-
-    cfg = _load(args)
-    print(f"artifact: {unlearn(cfg, resume=not args.no_resume)}")
-    return 0
-
-
-def cmd_evaluate(args) -> int:
-    from spul.pipeline import evaluate, summary
-
-    cfg = _load(args)
-    results = evaluate(cfg, artifact=args.artifact, base=args.base)
-    print(summary(results))
-    print(f"report: {cfg.out / 'report' / 'results.md'}")
-    return 0
-
-
-def cmd_run(args) -> int:
-    import time
-
-    from spul.pipeline import run, summary
-
-    cfg = _load(args)
-    started = time.time()
-    results = run(cfg)
-    print()
-    print(summary(results))
-    print(f"\nwall time {time.time() - started:.0f} s; full report (with F1): {cfg.out / 'report' / 'results.md'}")
-    return 0
-
-
-def cmd_config(args) -> int:
-    from spul.configuration import dump_yaml
-
-    print(dump_yaml(_load(args)), end="")
-    return 0
-
-
-COMMANDS: dict[str, tuple[Callable, str]] = {
-    "prepare": (cmd_prepare, "load, validate and record the four data splits"),
-    "finetune": (cmd_finetune, "familiarise the base model with the task (LoRA / QLoRA)"),
-    "unlearn": (cmd_unlearn, "train a soft prompt that makes the frozen model forget (SPUL)"),
-    "evaluate": (cmd_evaluate, "accuracy and weighted F1 on the four splits, base vs unlearned"),
-    "run": (cmd_run, "the whole pipeline from one config file"),
-    "config": (cmd_config, "print the effective configuration (defaults + file + overrides)"),
-}
-
-
-def add_config_arguments(p: argparse.ArgumentParser) -> None:
-    """The options every config-driven subcommand shares (also used by ``spul.interfaces.commands`` modules)."""
-    p.add_argument("--config", "-c", help="YAML config file, or the name of a bundled one (e.g. quickstart)")
-    p.add_argument("--output-dir", "-o", help="where the run's files go (overrides output_dir)")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. unlearn.alpha=0.1 data.limits.train_retain=500")
-    p.add_argument("-v", "--verbose", action="store_true", help="show library logs and full tracebacks")
+_load = load_run_config  # the historical name
+__all__ = ["add_config_arguments", "build_parser", "main", "overrides_of", "resolve_config_path"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="spul", description="Inference-time unlearning for LLMs (SPUL, ECO, baselines).")
-    parser.add_argument("--version", action="version", version=f"spul {__import__('spul').__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (func, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        add_config_arguments(p)
-        if name == "unlearn":
-            p.add_argument("--no-resume", action="store_true", help="start over instead of resuming from the last checkpoint")
-        if name == "evaluate":
-            p.add_argument("--artifact", help="artifact folder (default: OUTPUT_DIR/artifact when present)")
-            p.add_argument("--base", help="base model to evaluate (default: the artifact's base model)")
-        p.set_defaults(func=func)
-    # Further subcommands (eco, audit, serve, bench, experiment, ...) live one per module in
-    # spul.interfaces.commands; each module defines ``register(subparsers)``.
+    """Every subcommand lives in its own module of ``spul.interfaces.commands`` with a ``register(subparsers)``."""
     import importlib
     import pkgutil
 
     from spul.interfaces import commands
 
-    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+    parser = argparse.ArgumentParser(prog="spul", description="Inference-time unlearning for LLMs (SPUL, ECO, baselines).")
+    parser.add_argument("--version", action="version", version=f"spul {__import__('spul').__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: (m.name != "steps", m.name)):
         importlib.import_module(f"{commands.__name__}.{info.name}").register(sub)
     return parser
 
@@ -145,7 +42,7 @@ def _quiet_libraries() -> None:
     import warnings
 
     warnings.filterwarnings("ignore", category=UserWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)  # only inside main's catch_warnings block
     try:
         import transformers
 
@@ -162,8 +59,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if not args.verbose:
-        _quiet_libraries()
+    import warnings
+
+    with warnings.catch_warnings():  # the quieting ends with the command (a caller's own filters come back)
+        if not args.verbose:
+            _quiet_libraries()
+        return _dispatch(args)
+
+
+def _dispatch(args) -> int:
     try:
         return args.func(args)
     except SpulError as err:

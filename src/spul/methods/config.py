@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from spul.errors import ConfigError
@@ -22,23 +22,23 @@ class Sampling(str, enum.Enum):
 
 @dataclass
 class TrainConfig:
-    learning_rate: float = 1e-4
-    num_epochs: float = 10.0
-    batch_size: int = 32
-    gradient_accumulation_steps: int = 1
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.001
-    max_grad_norm: float = 0.3
-    lr_scheduler: str = "cosine"
-    max_steps: int = -1
-    seed: int = 0
-    save_steps: int = 50
-    save_total_limit: int = 2
-    logging_steps: int = 10
-    precision: Precision = Precision.AUTO
-    gradient_checkpointing: bool = False
-    sampling: Sampling = Sampling.GROUP_BY_LENGTH
-    progress_bar: bool = True
+    learning_rate: float = field(default=1e-4, metadata={"help": "peak learning rate"})
+    num_epochs: float = field(default=10.0, metadata={"help": "epochs over the training rows"})
+    batch_size: int = field(default=32, metadata={"help": "rows per device step"})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "steps whose gradients are summed before an update"})
+    warmup_ratio: float = field(default=0.1, metadata={"help": "fraction of the steps with a linear warm-up"})
+    weight_decay: float = field(default=0.001, metadata={"help": "AdamW weight decay"})
+    max_grad_norm: float = field(default=0.3, metadata={"help": "gradient clipping norm"})
+    lr_scheduler: str = field(default="cosine", metadata={"help": "transformers scheduler name (cosine, linear, constant, ...)"})
+    max_steps: int = field(default=-1, metadata={"help": "stop after this many steps (-1: run num_epochs)"})
+    seed: int = field(default=0, metadata={"help": "seed of initialisation, data order and generic-label draws"})
+    save_steps: int = field(default=50, metadata={"help": "checkpoint every this many steps (resume)"})
+    save_total_limit: int = field(default=2, metadata={"help": "checkpoints kept"})
+    logging_steps: int = field(default=10, metadata={"help": "log the loss parts every this many steps"})
+    precision: Precision = field(default=Precision.AUTO, metadata={"help": "auto (bf16 autocast on a capable GPU, else fp32), fp32 or bf16"})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute activations in the backward pass (less memory)"})
+    sampling: Sampling = field(default=Sampling.GROUP_BY_LENGTH, metadata={"help": "random, or group_by_length (batches of similar length)"})
+    progress_bar: bool = field(default=True, metadata={"help": "show the training progress bar"})
 
     def __post_init__(self) -> None:
         self.precision = Precision(self.precision)

@@ -37,15 +37,15 @@ REPORTED_SPLITS = (Split.TRAIN_FORGET, Split.TEST_FORGET, Split.TEST_RETAIN)
 class AuditConfig:
     """What the audit measures; set with ``audit.KEY=VALUE`` on the command line or an ``audit:`` section."""
 
-    limit: int = 64  # rows per split
-    batch_size: int = 16
-    min_k: float = 0.2
-    variants: list[str] = field(default_factory=lambda: list(VARIANTS))
-    relearn_samples: int = 8
-    relearn_max_steps: int = 20
-    relearn_learning_rate: float = 1e-4
-    relearn_target: float = 0.9  # relearned when forget accuracy reaches this fraction of the base model's
-    seed: int = 0
+    limit: int = field(default=64, metadata={"help": "rows per split"})
+    batch_size: int = field(default=16, metadata={"help": "rows per forward pass"})
+    min_k: float = field(default=0.2, metadata={"help": "fraction k of the least likely tokens in Min-K% and Min-K%++"})
+    variants: list[str] = field(default_factory=lambda: list(VARIANTS), metadata={"help": "re-phrasings of the queries to try"})
+    relearn_samples: int = field(default=8, metadata={"help": "forget rows the relearning attack fine-tunes on"})
+    relearn_max_steps: int = field(default=20, metadata={"help": "most relearning steps"})
+    relearn_learning_rate: float = field(default=1e-4, metadata={"help": "learning rate of the relearning attack"})
+    relearn_target: float = field(default=0.9, metadata={"help": "relearned when forget accuracy reaches this fraction of the base model's"})
+    seed: int = field(default=0, metadata={"help": "seed of the row subsample and the relearning"})
 
     def __post_init__(self) -> None:
         if self.limit < 2:

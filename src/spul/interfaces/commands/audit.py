@@ -12,7 +12,7 @@ from pathlib import Path
 def cmd_audit(args) -> int:
     from spul.configuration import deep_merge, from_dict, load_yaml, parse_overrides
     from spul.evaluation.attacks import AuditConfig, run_audit
-    from spul.interfaces.cli import overrides_of, resolve_config_path
+    from spul.interfaces.options import overrides_of, resolve_config_path
     from spul.pipeline import RunConfig
 
     path = resolve_config_path(args.config)
@@ -29,10 +29,12 @@ def cmd_audit(args) -> int:
 
 
 def register(subparsers) -> None:
-    from spul.interfaces.cli import add_config_arguments
+    from spul.evaluation.attacks import AuditConfig
+    from spul.interfaces.options import add_config_arguments, add_dataclass_arguments
 
     help_text = "attack an artifact: membership inference, re-phrased queries, relearning"
     p = subparsers.add_parser("audit", help=help_text, description=help_text)
     add_config_arguments(p)
+    add_dataclass_arguments(p, AuditConfig, "audit")
     p.add_argument("--artifact", help="artifact folder (default: OUTPUT_DIR/artifact)")
     p.set_defaults(func=cmd_audit)

@@ -39,7 +39,7 @@ def cmd_bench(args) -> int:
 def _phase(args) -> int:
     from spul.bench.phase import PhaseBenchConfig, run_phase_bench
     from spul.configuration import load_config
-    from spul.interfaces.cli import resolve_config_path
+    from spul.interfaces.options import resolve_config_path
     from spul.io import write_json
     from spul.pipeline import RunConfig
 

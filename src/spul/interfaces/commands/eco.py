@@ -13,7 +13,7 @@ from pathlib import Path
 def cmd_eco(args) -> int:
     from spul.evaluation.report import markdown_table, write_report
     from spul.configuration import to_dict
-    from spul.interfaces.cli import _load
+    from spul.interfaces.options import load_run_config as _load
     from spul.pipeline import eco_dir, evaluate_eco, finetune, prepare, train_eco
 
     cfg = _load(args)
@@ -31,7 +31,7 @@ def cmd_eco(args) -> int:
 
 
 def register(subparsers) -> None:
-    from spul.interfaces.cli import add_config_arguments
+    from spul.interfaces.options import add_config_arguments
 
     help_text = "ECO: flag forget prompts with a classifier and corrupt their embeddings (σ tuned), compared with SPUL"
     p = subparsers.add_parser("eco", help=help_text, description=help_text)

@@ -6,7 +6,7 @@ from __future__ import annotations
 def cmd_experiment(args) -> int:
     from spul.configuration import load_config
     from spul.experiments import ExperimentConfig, run_experiment
-    from spul.interfaces.cli import overrides_of, resolve_config_path
+    from spul.interfaces.options import overrides_of, resolve_config_path
 
     cfg = load_config(ExperimentConfig, resolve_config_path(args.config), overrides_of(args))
     outcome = run_experiment(cfg, progress=lambda msg: print(msg, flush=True))
@@ -18,7 +18,7 @@ def cmd_experiment(args) -> int:
 
 
 def register(subparsers) -> None:
-    from spul.interfaces.cli import add_config_arguments
+    from spul.interfaces.options import add_config_arguments
 
     help_text = "run an experiment grid (methods × settings × forget fractions) with per-cell caching"
     p = subparsers.add_parser("experiment", help=help_text, description=help_text)

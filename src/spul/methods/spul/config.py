@@ -16,18 +16,16 @@ class SpulConfig(TrainConfig):
     """Defaults follow the paper (p=30, α=β=0.5, lr 1e-4, 10 epochs, batch 32, P-tuning MLP of 128)."""
 
     method: str = field(default="spul", metadata={"help": "the registered method these settings are for"})
-    prompt_length: int = 30
-    prompt_encoder: PromptEncoder = PromptEncoder.P_TUNING
-    encoder_hidden_size: int = 128
-    prompt_init: PromptInit = PromptInit.VOCAB
-    prompt_init_text: str | None = None
-    alpha: float = 0.5
-    beta: float = 0.5
-    # speed, not semantics: both leave the loss unchanged up to float rounding
-    shared_prompt_kv: bool = True  # run the prompt once per step and share its keys/values across the batch
-    reference_cache: bool = True  # keep each retain row's unprompted answer hidden states after its first visit
-    # scale, not semantics: split the frozen weights over the processes of a multi-process launch (FSDP2)
-    shard_frozen_weights: bool = False
+    prompt_length: int = field(default=30, metadata={"help": "soft prompt tokens p (the paper: 10-50)"})
+    prompt_encoder: PromptEncoder = field(default=PromptEncoder.P_TUNING, metadata={"help": "p_tuning (an MLP reparameterisation, as the authors' code) or prompt_tuning (plain vectors)"})
+    encoder_hidden_size: int = field(default=128, metadata={"help": "hidden size of the P-tuning MLP"})
+    prompt_init: PromptInit = field(default=PromptInit.VOCAB, metadata={"help": "initialisation of the prompt: vocab (sampled token embeddings), text or random"})
+    prompt_init_text: str | None = field(default=None, metadata={"help": "text whose embeddings initialise the prompt (prompt_init=text)"})
+    alpha: float = field(default=0.5, metadata={"help": "weight α of the retain cross-entropy L_r"})
+    beta: float = field(default=0.5, metadata={"help": "weight β of the KL to the unprompted model on retain rows (SPUL); inverse temperature (NPO, SimNPO, IDK-DPO)"})
+    shared_prompt_kv: bool = field(default=True, metadata={"help": "speed only: run the prompt once per step and share its keys/values across the batch"})
+    reference_cache: bool = field(default=True, metadata={"help": "speed only: keep each retain row's unprompted answer hidden states after its first visit"})
+    shard_frozen_weights: bool = field(default=False, metadata={"help": "scale only: split the frozen weights over the processes of a multi-process launch (FSDP2)"})
 
     def __post_init__(self) -> None:
         super().__post_init__()

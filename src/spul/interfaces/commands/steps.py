@@ -1,0 +1,103 @@
+"""The pipeline's steps as subcommands, all driven by the same ``RunConfig``:
+
+    spul run --config quickstart unlearn.alpha=0.1          (or --unlearn.alpha 0.1)
+    spul run --config quickstart --unlearn.method npo --unlearn.learning_rate 1e-4
+    spul prepare|finetune|unlearn|evaluate|config --config FILE [key=value ...]
+
+Each step's flags are generated from its config sections (``spul.interfaces.options``).
+"""
+
+from __future__ import annotations
+
+import time
+
+from spul.interfaces.options import add_config_arguments, add_dataclass_arguments, add_unlearn_arguments, load_run_config
+
+
+def cmd_prepare(args) -> int:
+    from spul.pipeline import prepare
+
+    cfg = load_run_config(args)
+    data = prepare(cfg)
+    print(f"prepared {data.source}: " + ", ".join(f"{k} {v}" for k, v in data.sizes().items()) + f" → {cfg.out / 'data'}")
+    return 0
+
+
+def cmd_finetune(args) -> int:
+    from spul.pipeline import finetune
+
+    print(f"familiarized model: {finetune(load_run_config(args))}")
+    return 0
+
+
+def cmd_unlearn(args) -> int:
+    from spul.pipeline import unlearn
+
+    cfg = load_run_config(args)
+    print(f"artifact: {unlearn(cfg, resume=not args.no_resume)}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from spul.pipeline import evaluate, summary
+
+    cfg = load_run_config(args)
+    results = evaluate(cfg, artifact=args.artifact, base=args.base)
+    print(summary(results))
+    print(f"report: {cfg.out / 'report' / 'results.md'}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from spul.pipeline import run, summary
+
+    cfg = load_run_config(args)
+    started = time.time()
+    results = run(cfg)
+    print()
+    print(summary(results))
+    print(f"\nwall time {time.time() - started:.0f} s; full report (with F1): {cfg.out / 'report' / 'results.md'}")
+    return 0
+
+
+def cmd_config(args) -> int:
+    from spul.configuration import dump_yaml
+
+    print(dump_yaml(load_run_config(args)), end="")
+    return 0
+
+
+# name → (function, help, the RunConfig sections whose fields become flags)
+STEPS = {
+    "prepare": (cmd_prepare, "load, validate and record the four data splits", ("model", "task", "data")),
+    "finetune": (cmd_finetune, "familiarise the base model with the task (LoRA / QLoRA)", ("model", "task", "data", "finetune")),
+    "unlearn": (cmd_unlearn, "run the unlearning method (unlearn.method: spul, eco, ga, ..., rmu) and save its artifact",
+                ("model", "task", "data", "finetune", "unlearn")),
+    "evaluate": (cmd_evaluate, "accuracy and weighted F1 on the four splits, base vs unlearned",
+                 ("model", "task", "data", "finetune", "evaluation")),
+    "run": (cmd_run, "the whole pipeline from one config file", ("model", "task", "data", "finetune", "unlearn", "evaluation")),
+    "config": (cmd_config, "print the effective configuration (defaults + file + overrides)",
+               ("model", "task", "data", "finetune", "unlearn", "evaluation")),
+}
+
+
+def register(subparsers) -> None:
+    import typing
+
+    from spul.pipeline import RunConfig
+
+    hints = typing.get_type_hints(RunConfig)
+    for name, (func, help_text, sections) in STEPS.items():
+        p = subparsers.add_parser(name, help=help_text, description=help_text)
+        add_config_arguments(p)
+        if name == "unlearn":
+            p.add_argument("--no-resume", action="store_true", help="start over instead of resuming from the last checkpoint")
+        if name == "evaluate":
+            p.add_argument("--artifact", help="artifact folder (default: OUTPUT_DIR/artifact when present)")
+            p.add_argument("--base", help="base model to evaluate (default: the artifact's base model)")
+        for section in sections:
+            if section == "unlearn":
+                add_unlearn_arguments(p)
+            else:
+                add_dataclass_arguments(p, hints[section], section)
+        p.set_defaults(func=func)
