@@ -19,7 +19,7 @@ import torch
 log = logging.getLogger(__name__)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _reads_training_flag(cls: type) -> bool:
     forward = getattr(cls.forward, "__wrapped__", cls.forward)
     try:

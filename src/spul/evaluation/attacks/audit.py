@@ -18,7 +18,7 @@ from spul.data.encoding import TaskEncoder
 from spul.data.sources import load_unlearning_data
 from spul.data.splits import Split, UnlearningData
 from spul.data.tasks import Task
-from spul.errors import ArtifactError, ConfigError
+from spul.errors import ConfigError
 from spul.evaluation.attacks.membership import SCORES, membership_aucs
 from spul.evaluation.attacks.paraphrase import VARIANTS, variant_task
 from spul.evaluation.attacks.relearn import accuracy, relearn_steps
