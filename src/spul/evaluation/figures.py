@@ -185,9 +185,11 @@ def last_layer_representations(model, encoder, texts: list[str], prompt=None, ba
     return torch.cat(out).numpy()
 
 
-def tsne_figure(peft_model, encoder, data, path: str | Path, max_per_split: int = 200, seed: int = 0, title: str = "") -> Path:
+def tsne_figure(peft_model, encoder, data, path: str | Path, max_per_split: int = 200, seed: int = 0, title: str = "",
+                vectors=None) -> Path:
     """Two t-SNE panels of test representations, without and with the soft prompt; colour = forget/retain,
-    marker = true label. Separation of forget from retain with the prompt is what SPUL's prompt induces."""
+    marker = true label. Separation of forget from retain with the prompt is what SPUL's prompt induces.
+    The prompt is ``vectors`` (``[p, d]``, e.g. a ``SoftPrompt`` intervention's) when given, else the PEFT model's."""
     from sklearn.manifold import TSNE
 
     from spul.models.soft_prompt import prompt_vectors
@@ -203,7 +205,9 @@ def tsne_figure(peft_model, encoder, data, path: str | Path, max_per_split: int 
     dtype = peft_model.get_input_embeddings().weight.dtype
     panels = {
         "without soft prompt": last_layer_representations(peft_model, encoder, texts, None),
-        "with soft prompt": last_layer_representations(peft_model, encoder, texts, lambda n: prompt_vectors(peft_model, n, dtype)),
+        "with soft prompt": last_layer_representations(
+            peft_model, encoder, texts,
+            (lambda n: vectors.unsqueeze(0).expand(n, -1, -1)) if vectors is not None else (lambda n: prompt_vectors(peft_model, n, dtype))),
     }
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.8), dpi=120)
     markers = ["o", "^", "s", "D", "v", "P"]

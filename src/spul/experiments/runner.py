@@ -26,7 +26,7 @@ from spul.data.encoding import TaskEncoder
 from spul.data.splits import SPLITS, Split, UnlearningData
 from spul.data.tasks import Task
 from spul.evaluation.evaluate import ModelResult, evaluate_model
-from spul.experiments.config import ExperimentConfig, MethodKind, MethodSpec
+from spul.experiments.config import ExperimentConfig, MethodSpec
 from spul.experiments.measure import measure
 from spul.io import read_json, sha256_text, write_json, write_text
 
@@ -238,19 +238,24 @@ class ExperimentRunner:
             self.tsne(cells)
 
     def tsne(self, cells: list[dict[str, Any]]) -> Path | None:
-        """t-SNE of the selected SPUL cell's last-layer representations, with and without its prompt."""
-        from spul.artifacts import load_soft_prompt
+        """t-SNE of last-layer representations with and without the soft prompt of the first selected cell
+        whose intervention is a plain soft prompt (SPUL's)."""
         from spul.evaluation.figures import tsne_figure
+        from spul.interventions import Gated
+        from spul.methods.registry import load_intervention
         from spul.models.loading import load_model
 
-        chosen = [c for c in cells if c["kind"] == MethodKind.SPUL.value and c.get("selected")]
-        if not chosen:
-            return None
         data, base = self.shared()
         model, tok = load_model(_derived(self.cfg.model, base))
-        peft_model, _ = load_soft_prompt(model, chosen[0]["info"]["artifact"])
-        encoder = TaskEncoder(self.task, tok, self.cfg.model.max_length)
-        return tsne_figure(peft_model, encoder, data, self.out / "figures" / "tsne.png", title=chosen[0]["name"])
+        for cell in cells:
+            if cell["kind"] == REFERENCE or not cell.get("selected") or "artifact" not in cell["info"]:
+                continue
+            intervention = load_intervention(cell["info"]["artifact"], model, tokenizer=tok)
+            if intervention.vectors is None or intervention.changes_weights or isinstance(intervention, Gated):
+                continue
+            encoder = TaskEncoder(self.task, tok, self.cfg.model.max_length)
+            return tsne_figure(model, encoder, data, self.out / "figures" / "tsne.png", title=cell["name"], vectors=intervention.vectors)
+        return None
 
 
 def selection_rule(max_drop: float) -> str:
