@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import pandas as pd
 
@@ -133,7 +133,7 @@ class GenerationData:
     def fingerprints(self) -> dict[str, str]:
         return {name: self.fingerprint(name) for name in self.sets}
 
-    def subsample(self, limits: dict[str, int], seed: int = 0) -> "GenerationData":
+    def subsample(self, limits: dict[str, int], seed: int = 0) -> GenerationData:
         out = {}
         for name, df in self.sets.items():
             n = limits.get(name)

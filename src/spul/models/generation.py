@@ -44,7 +44,7 @@ class DecodingConfig:
     def hf_config(self, pad_id: int, eos_id: int | None):
         from transformers import GenerationConfig
 
-        kwargs = dict(max_new_tokens=self.max_new_tokens, do_sample=self.do_sample, pad_token_id=pad_id, eos_token_id=eos_id)
+        kwargs = {"max_new_tokens": self.max_new_tokens, "do_sample": self.do_sample, "pad_token_id": pad_id, "eos_token_id": eos_id}
         if self.do_sample:
             kwargs.update(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k or None)
         else:
