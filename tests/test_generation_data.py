@@ -9,7 +9,12 @@ import pandas as pd
 import pytest
 import torch
 
-from spul.data.generation import IGNORE, GenerationEncoder, collate_answers, full_sequence_labels
+from spul.data.generation import (
+    IGNORE,
+    GenerationEncoder,
+    collate_answers,
+    full_sequence_labels,
+)
 from spul.data.generative_sources import GenerationDataConfig, load_generation_data
 from spul.data.tasks import GenerationTask, GenerationTaskConfig, TaskConfig, TaskKind
 from spul.errors import ConfigError, DataError
@@ -106,7 +111,7 @@ def test_loss_masks_label_every_answer_token_with_left_padding(tokenizer):
     theirs = AnswerCollator(enc.pad_id)([ds[0], ds[1]])
     assert theirs["input_ids"].tolist() == batch.input_ids and theirs["labels"].tolist() == batch.labels
     hidden = ids.unsqueeze(-1).float()  # stand-in "hidden state" = the input id, to see which positions are picked
-    h, targets, rows = answer_positions(hidden, labels)
+    h, targets, _ = answer_positions(hidden, labels)
     assert targets.tolist() == examples[0].target_ids + examples[1].target_ids
     picked = h.squeeze(-1).long().tolist()
     assert picked[: len(examples[0].target_ids)] == [examples[0].prompt_ids[-1]] + examples[0].target_ids[:-1]

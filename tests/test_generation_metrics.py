@@ -198,7 +198,7 @@ def test_qa_evaluation_is_cached_and_summarised(tiny, tmp_path, monkeypatch):
     assert summary["forget_quality"] == pytest.approx(1.0)
     values = [v for name in ("retain", "world_facts") for v in summary["sets"][name].values()]
     assert summary["model_utility"] == pytest.approx(gm.model_utility(values))
-    rows = [{"method": "base", **summary}, {"method": "other", **{**summary, "forget_quality": 1e-4, "model_utility": 0.2}}]
+    rows = [{"method": "base", **summary}, {"method": "other", **summary, "forget_quality": 1e-4, "model_utility": 0.2}]
     json_path, md_path = gm.write_generation_report(rows, tmp_path / "report")
     assert "| base | 1 |" in md_path.read_text() and json_path.is_file()
     png = gm.plot_forget_quality_vs_utility(rows, tmp_path / "report" / "fq_vs_mu.png")
