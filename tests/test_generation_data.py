@@ -243,3 +243,25 @@ def test_unrecognised_folder_names_both_layouts(tmp_path):
         load_generation_data(GenerationDataConfig(source=str(tmp_path)))
     with pytest.raises(ConfigError, match="data.format"):
         GenerationDataConfig(source=str(tmp_path), format="csv")
+
+
+def test_training_examples_from_generation_data(tokenizer):
+    from spul.data.generation import build_generation_examples
+
+    data = _authors(limits={"retain": 6})
+    enc = GenerationEncoder(GenerationTask(), tokenizer, 64, 16)
+    examples = build_generation_examples(data, enc, forget_target="refusal", seed=0)
+    forget = [e for e in examples if e.is_forget]
+    assert len(forget) == len(data["forget"]) and len(examples) - len(forget) == 6
+    refusal_ids = {tuple(enc.encode_answer(q, r)) for q in data["forget"]["question"][:1] for r in enc.task.refusals}
+    assert tuple(forget[0].target_ids) in refusal_ids
+    assert [e.target_ids for e in forget] == [e.target_ids for e in build_generation_examples(data, enc, seed=0) if e.is_forget]
+    true = build_generation_examples(data, enc, forget_target="true", include_retain=False)
+    assert true[0].target_ids == enc.encode_answer(data["forget"]["question"][0], data["forget"]["answer"][0])
+    passages = load_generation_data(GenerationDataConfig(source="generated:passages"))
+    small = GenerationEncoder(GenerationTask(GenerationTaskConfig(kind="completion")), tokenizer, 32, 8)
+    windows = build_generation_examples(passages, small, forget_target="true", include_retain=False)
+    assert all(len(w.prompt_ids) + len(w.target_ids) <= 32 for w in windows)
+    assert len(windows) > len(passages["forget"])  # each passage spans several windows
+    with pytest.raises(ConfigError, match="passages"):
+        build_generation_examples(passages, small, forget_target="refusal")

@@ -218,3 +218,45 @@ def test_passage_metrics_on_a_tiny_model(tiny, tmp_path):
     summary = gm.passages_summary(records, retain_only=records)
     assert summary["priv_leak"] == 0.0 and 0 <= summary["auc"] <= 1
     assert set(summary) >= {"verbmem_forget", "knowmem_forget", "knowmem_retain", "auc", "priv_leak"}
+
+
+def test_output_perplexity_is_the_exponentiated_mean_nll(tiny):
+    from spul.data.generation import GenerationEncoder
+    from spul.data.tasks import GenerationTask
+
+    model, tok = tiny
+    enc = GenerationEncoder(GenerationTask(), tok, 64, 16)
+    ppl = gm.output_perplexities(model, enc, ["Where was Ada born?", "Where?"], ["Ada was born in Lisbon.", ""])
+    nll = gm.answer_nlls(model, enc, ["Where was Ada born?"], ["Ada was born in Lisbon."])[0]
+    assert ppl[0] == pytest.approx(math.exp(nll.mean())) and math.isnan(ppl[1])
+
+
+def test_generation_examples_train_through_the_answer_loss(tiny):
+    """A few steps on the trainers' collator + answer-position loss learn a multi-token answer."""
+    import copy
+
+    from spul.data.generation import GenerationEncoder
+    from spul.data.tasks import GenerationTask
+    from spul.methods.losses import answer_positions, per_row_mean, token_nll
+    from spul.methods.training import AnswerCollator, AnswerDataset
+    from spul.models.forward import hidden_states, lm_logits
+
+    model, tok = tiny
+    model = copy.deepcopy(model).train()
+    enc = GenerationEncoder(GenerationTask(), tok, 64, 16)
+    questions, answers = ["Where was Perrin born?", "Which award did Perrin win?"], ["Perrin was born in Lisbon.", "Perrin won the Silver Quill Prize."]
+    before = [n.mean() for n in gm.answer_nlls(model, enc, questions, answers)]
+    ds = AnswerDataset(enc.encode(questions, answers))
+    batch = AnswerCollator(enc.pad_id)([ds[0], ds[1]])
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(15):
+        h, targets, rows = answer_positions(hidden_states(model, batch["input_ids"], batch["attention_mask"]), batch["labels"])
+        loss = per_row_mean(token_nll(lm_logits(model, h), targets), rows, 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = [n.mean() for n in gm.answer_nlls(model.eval(), enc, questions, answers)]
+    assert all(a < b / 4 for a, b in zip(after, before))
+    out = generate_ids(model, [enc.encode_prompt(q) for q in questions], pad_id=enc.pad_id, eos_id=tok.eos_token_id,
+                       decoding=DecodingConfig(max_new_tokens=12))
+    assert [enc.decode(o) for o in out] == ["Perrin was born in Lisbon .", "Perrin won the Silver Quill Prize ."]

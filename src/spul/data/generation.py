@@ -153,3 +153,51 @@ def full_sequence_labels(example: EncodedExample) -> tuple[list[int], list[int]]
 
 def is_generative(kind: TaskKind | str) -> bool:
     return TaskKind(kind).is_generative
+
+
+def passage_examples(tokenizer, texts: list[str], max_length: int = 256, is_forget: bool = False) -> list[EncodedExample]:
+    """Whole passages as language-modelling examples: each passage is cut into windows of ``max_length``
+    tokens; in each window the first token is the prompt and every later token a target."""
+    out: list[EncodedExample] = []
+    for i, text in enumerate(texts):
+        ids = list(tokenizer(text, add_special_tokens=True).input_ids)
+        for start in range(0, max(len(ids) - 1, 1), max_length - 1):
+            window = ids[start : start + max_length]
+            if len(window) >= 2:
+                out.append(EncodedExample(prompt_ids=window[:1], target_ids=window[1:], label=NO_LABEL, is_forget=is_forget, index=i))
+    return out
+
+
+def build_generation_examples(data, encoder: GenerationEncoder, *, forget_target: str = "refusal", seed: int = 0,
+                              include_forget: bool = True, include_retain: bool = True) -> list[EncodedExample]:
+    """Training examples from a ``GenerationData``'s ``forget`` and ``retain`` sets.
+
+    ``forget_target``: ``refusal`` (each forget question is trained toward one of ``task.refusals``, drawn
+    uniformly with ``seed`` and fixed for the run: SPUL's generic answer, IDK-style targets) or ``true`` (the
+    real answer: familiarisation, gradient ascent). Passage (completion) data trains on the passages
+    themselves, so only ``true`` applies to it.
+    """
+    import numpy as np
+
+    from spul.errors import ConfigError
+
+    if forget_target not in ("refusal", "true"):
+        raise ConfigError(f"forget_target={forget_target!r} is not refusal or true", "use refusal (SPUL, IDK) or true (fine-tune, GA)")
+    examples: list[EncodedExample] = []
+    for name, wanted in (("forget", include_forget), ("retain", include_retain)):
+        if not wanted:
+            continue
+        df = data[name]
+        forget = name == "forget"
+        if data.kind is TaskKind.COMPLETION:
+            if forget and forget_target == "refusal":
+                raise ConfigError("a refusal target does not apply to passages", "use forget_target=true for passage data")
+            examples += passage_examples(encoder.tokenizer, df["text"].astype(str).tolist(), encoder.max_length, forget)
+            continue
+        answers = df["answer"].astype(str).tolist()
+        if forget and forget_target == "refusal":
+            refusals = encoder.task.refusals
+            picks = np.random.default_rng(seed).integers(0, len(refusals), size=len(df))
+            answers = [refusals[int(k)] for k in picks]
+        examples += encoder.encode(df["question"].astype(str).tolist(), answers, is_forget=forget)
+    return examples
