@@ -87,10 +87,18 @@ def generate_reviews(seed: int = 0, sizes: dict[Split, int] | None = None) -> di
 
 
 GENERATORS: dict[str, Callable[..., dict[Split, pd.DataFrame]]] = {"reviews": generate_reviews}
+# generative stand-ins (spul.data.generated_text), loaded by spul.data.generative_sources, not by generate()
+GENERATIVE_SETS = {"authors": "qa", "passages": "completion"}
 
 
 def generate(name: str, task=None, seed: int = 0) -> dict[Split, pd.DataFrame]:
     """The raw splits of generated set ``name`` (columns as its task expects)."""
+    if name in GENERATIVE_SETS:
+        raise DataError(
+            f"generated:{name} is a generative ({GENERATIVE_SETS[name]}) data set; label-scoring runs cannot use it",
+            "load it with spul.data.generative_sources.load_generation_data (the run pipeline does not run generative tasks yet), "
+            "or use generated:reviews / generated:mcqa",
+        )
     if name not in GENERATORS:
         raise DataError(f"unknown generated data set {name!r}", f"use one of: {', '.join('generated:' + n for n in sorted(GENERATORS))}")
     return GENERATORS[name](seed=seed)

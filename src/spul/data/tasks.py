@@ -21,6 +21,12 @@ DEFAULT_GENERIC_LABELS = ("neutral", "unknown", "None")
 class TaskKind(str, enum.Enum):
     CLASSIFICATION = "classification"
     MULTIPLE_CHOICE = "multiple_choice"
+    QA = "qa"  # question -> free-text answer (see GenerationTaskConfig)
+    COMPLETION = "completion"  # prefix -> continuation (see GenerationTaskConfig)
+
+    @property
+    def is_generative(self) -> bool:
+        return self in (TaskKind.QA, TaskKind.COMPLETION)
 
 
 @dataclass
@@ -37,6 +43,12 @@ class TaskConfig:
 
     def __post_init__(self) -> None:
         self.kind = TaskKind(self.kind)
+        if self.kind.is_generative:
+            raise ConfigError(
+                f"task.kind={self.kind.value} is a generative task, which the label-scoring runner does not run yet",
+                "use task.kind classification or multiple_choice here; generative tasks are built with "
+                "spul.data.tasks.GenerationTaskConfig and spul.data.generation",
+            )
         if self.template.count("{text}") != 1:
             raise ConfigError("task.template must contain '{text}' exactly once", "put '{text}' where the input goes")
         if self.template.count("{label}") != 1 or not self.template.rstrip().endswith("{label}"):
@@ -154,3 +166,118 @@ def multiple_choice_task_config(
         label_words=list(letters or MCQA_LETTERS),
         generic_labels=list(generic_labels or MCQA_GENERIC_LABELS),
     )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Generative tasks: ``qa`` (question -> free-text answer) and ``completion`` (prefix -> continuation).
+# The answer is any number of tokens; training puts the loss on every answer token and evaluation generates
+# it. Where the tokenizer has a chat template (e.g. SmolLM2-Instruct) the question goes into a user turn and
+# the answer is the assistant's reply; otherwise a plain text template is used.
+
+QA_TEMPLATE = "### Question: {question}\n\n### Answer:"
+COMPLETION_TEMPLATE = "{prefix}"
+DEFAULT_REFUSALS = (
+    "I don't know.",
+    "I'm not sure about that.",
+    "I have no information on that.",
+    "I can't answer that.",
+    "That is not something I know.",
+)
+
+
+@dataclass
+class GenerationTaskConfig:
+    """How a generative row becomes a prompt and a target.
+
+    ``chat_template``: ``auto`` uses the tokenizer's chat template when it has one (qa only: a completion
+    continues raw text), ``always`` requires one, ``never`` uses ``template``.
+    """
+
+    kind: TaskKind = TaskKind.QA
+    template: str = ""
+    chat_template: str = "auto"
+    system_prompt: str | None = None
+    # answers a forget prompt may be trained toward (SPUL's generic set for generation; IDK-style targets)
+    refusals: list[str] = field(default_factory=lambda: list(DEFAULT_REFUSALS))
+    question_column: str = "question"
+    answer_column: str = "answer"
+    prefix_column: str = "prompt"
+    continuation_column: str = "gt"
+
+    def __post_init__(self) -> None:
+        self.kind = TaskKind(self.kind)
+        if not self.kind.is_generative:
+            raise ConfigError(
+                f"GenerationTaskConfig.kind={self.kind.value} is not a generative task",
+                "use kind qa or completion (TaskConfig covers classification and multiple_choice)",
+            )
+        slot = "{question}" if self.kind is TaskKind.QA else "{prefix}"
+        if not self.template:
+            self.template = QA_TEMPLATE if self.kind is TaskKind.QA else COMPLETION_TEMPLATE
+        if self.template.count(slot) != 1:
+            raise ConfigError(f"task.template must contain {slot!r} exactly once for a {self.kind.value} task",
+                              f"put {slot!r} where the input goes, e.g. {QA_TEMPLATE!r}")
+        if self.chat_template not in ("auto", "always", "never"):
+            raise ConfigError(f"task.chat_template={self.chat_template!r} is not one of auto, always, never",
+                              "use auto (the tokenizer's chat template when it has one), always or never")
+        if self.kind is TaskKind.COMPLETION and self.chat_template == "always":
+            raise ConfigError("task.chat_template=always does not apply to a completion task (it continues raw text)",
+                              "use chat_template auto or never for completion")
+        self.refusals = [str(r).strip() for r in self.refusals]
+        if not self.refusals or any(not r for r in self.refusals):
+            raise ConfigError("task.refusals is empty or contains an empty answer", "list refusals such as \"I don't know.\"")
+        if len({r.lower() for r in self.refusals}) != len(self.refusals):
+            raise ConfigError(f"task.refusals contains duplicates: {self.refusals}", "list each refusal once")
+
+    @property
+    def input_column(self) -> str:
+        return self.question_column if self.kind is TaskKind.QA else self.prefix_column
+
+    @property
+    def target_column(self) -> str:
+        return self.answer_column if self.kind is TaskKind.QA else self.continuation_column
+
+
+def has_chat_template(tokenizer) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+class GenerationTask:
+    """Renders generative prompts (text) and says how an answer follows them."""
+
+    def __init__(self, config: GenerationTaskConfig | None = None):
+        self.config = config or GenerationTaskConfig()
+
+    @property
+    def kind(self) -> TaskKind:
+        return self.config.kind
+
+    @property
+    def refusals(self) -> list[str]:
+        return self.config.refusals
+
+    def uses_chat(self, tokenizer) -> bool:
+        """Whether prompts go through ``tokenizer``'s chat template."""
+        mode = self.config.chat_template
+        if self.kind is TaskKind.COMPLETION or mode == "never":
+            return False
+        if mode == "always" and not has_chat_template(tokenizer):
+            raise ConfigError("task.chat_template=always but the tokenizer has no chat template",
+                              "use chat_template auto or never with this model")
+        return has_chat_template(tokenizer)
+
+    def prompt(self, value: str, tokenizer=None) -> str:
+        """The prompt text up to (not including) the answer; the chat-rendered prompt when the model has a chat template."""
+        slot = "question" if self.kind is TaskKind.QA else "prefix"
+        if tokenizer is not None and self.uses_chat(tokenizer):
+            messages = [{"role": "system", "content": self.config.system_prompt}] if self.config.system_prompt else []
+            messages.append({"role": "user", "content": str(value).strip()})
+            return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return self.config.template.format(**{slot: str(value).strip() if self.kind is TaskKind.QA else str(value)})
+
+    def answer_text(self, answer: str, tokenizer=None) -> str:
+        """The answer as it follows the prompt: after a plain QA template one space, in a chat reply or a
+        completion as is."""
+        if self.kind is TaskKind.QA and not (tokenizer is not None and self.uses_chat(tokenizer)):
+            return " " + str(answer).strip()
+        return str(answer) if self.kind is TaskKind.COMPLETION else str(answer).strip()
