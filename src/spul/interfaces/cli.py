@@ -1,7 +1,8 @@
 """The ``spul`` command line: one subcommand per pipeline step, all driven by the same ``RunConfig``.
 
     spul run --config configs/quickstart.yaml unlearn.alpha=0.1
-    spul prepare|finetune|unlearn|evaluate --config FILE [key=value ...]
+    spul finetune|unlearn|evaluate --config FILE [key=value ...]
+    spul prepare --config FILE | --recipe NAME ... -o DIR     (spul.interfaces.commands.prepare)
 
 Errors the user can fix are printed as one line (``spul: error: ...``) with a non-zero exit code.
 """
@@ -39,15 +40,6 @@ def resolve_config_path(name: str | None) -> str | None:
 
     bundled = resources.files("spul") / "configs" / f"{name.removesuffix('.yaml')}.yaml"
     return str(bundled) if bundled.is_file() else name
-
-
-def cmd_prepare(args) -> int:
-    from spul.pipeline import prepare
-
-    cfg = _load(args)
-    data = prepare(cfg)
-    print(f"prepared {data.source}: " + ", ".join(f"{k} {v}" for k, v in data.sizes().items()) + f" → {cfg.out / 'data'}")
-    return 0
 
 
 def cmd_finetune(args) -> int:
@@ -97,7 +89,6 @@ def cmd_config(args) -> int:
 
 
 COMMANDS: dict[str, tuple[Callable, str]] = {
-    "prepare": (cmd_prepare, "load, validate and record the four data splits"),
     "finetune": (cmd_finetune, "familiarise the base model with the task (LoRA / QLoRA)"),
     "unlearn": (cmd_unlearn, "train a soft prompt that makes the frozen model forget (SPUL)"),
     "evaluate": (cmd_evaluate, "accuracy and weighted F1 on the four splits, base vs unlearned"),
