@@ -278,6 +278,11 @@ class ExperimentRunner:
                                                "selection_rule": selection_rule(self.cfg.selection.max_retain_drop)})
         write_text(self.out / "results.csv", cells_csv(cells))
         md = figures.experiment_markdown(self.cfg.name, cells, selection_rule(self.cfg.selection.max_retain_drop), self._data.sizes())
+        manifest = self.run_cfg.out / "data" / "manifest.json"
+        if manifest.is_file():
+            from spul.evaluation.report import leakage_note
+
+            md = md.rstrip("\n") + leakage_note(read_json(manifest).get("leakage")) + "\n"
         write_text(self.out / "results.md", md)
         if self.cfg.figures:
             figures.experiment_figures(cells, self.out / "figures")
@@ -288,16 +293,19 @@ class ExperimentRunner:
         """t-SNE of the selected SPUL cell's last-layer representations, with and without its prompt."""
         from spul.artifacts import load_soft_prompt
         from spul.evaluation.figures import tsne_figure
-        from spul.models.loading import load_model
+        from spul.models.loading import load_model, weights_fingerprint
 
         chosen = [c for c in cells if c["kind"] == MethodKind.SPUL.value and c.get("selected")]
         if not chosen:
             return None
         data, base = self.shared()
         model, tok = load_model(_derived(self.cfg.model, base))
-        peft_model, _ = load_soft_prompt(model, chosen[0]["info"]["artifact"])
+        model_key = weights_fingerprint(model)
+        peft_model, meta = load_soft_prompt(model, chosen[0]["info"]["artifact"])
         encoder = TaskEncoder(self.task, tok, self.cfg.model.max_length)
-        return tsne_figure(peft_model, encoder, data, self.out / "figures" / "tsne.png", title=chosen[0]["name"])
+        prompt_key = sha256_text(repr(meta.get("created")), repr(meta.get("training")), repr(meta.get("hyperparameters")))[:16]
+        return tsne_figure(peft_model, encoder, data, self.out / "figures" / "tsne.png", title=chosen[0]["name"],
+                           model_key=model_key, prompt_key=prompt_key)
 
 
 def selection_rule(max_drop: float) -> str:
