@@ -373,7 +373,7 @@ def split_by_clusters(
     if len(train) < k:
         raise DataError(f"{len(train)} training rows cannot form k={k} clusters", "lower k or pass more rows")
     embed = embed_fn or cached_encoder(encoder)
-    km, train_cluster, x_train = _kmeans(embed, train["text"].tolist(), k, seed, n_init)
+    km, train_cluster, _ = _kmeans(embed, train["text"].tolist(), k, seed, n_init)
     sizes = np.bincount(train_cluster, minlength=k)
     examples = {int(c): train["text"][train_cluster == c].head(3).str.slice(0, 100).tolist() for c in range(k)}
     info: dict[str, Any] = {

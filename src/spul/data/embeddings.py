@@ -17,8 +17,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -94,9 +94,8 @@ class EmbeddingCache:
         self.folder.mkdir(parents=True, exist_ok=True)
         name = hashlib.sha256("".join(keys).encode()).hexdigest()[:16]
         try:
-            with atomic_path(self.folder / f"{name}.npz") as tmp:
-                with open(tmp, "wb") as fh:
-                    np.savez(fh, keys=np.array(list(keys)), vectors=vectors)
+            with atomic_path(self.folder / f"{name}.npz") as tmp, open(tmp, "wb") as fh:
+                np.savez(fh, keys=np.array(list(keys)), vectors=vectors)
         except OSError as err:  # a read-only or full disk costs speed, not the run
             log.warning("could not write the embedding cache in %s (%s); continuing without it", self.folder, err)
         store = self._load()

@@ -200,7 +200,12 @@ def cmd_prepare(args) -> int:
     if not args.output_dir:
         raise ConfigError("a build needs a folder for its four splits", "pass -o DIR")
     from spul.data.builders import write_built
-    from spul.data.leakage import LeakageConfig, check_leakage, drop_leaking_test_rows, public
+    from spul.data.leakage import (
+        LeakageConfig,
+        check_leakage,
+        drop_leaking_test_rows,
+        public,
+    )
 
     data, extra = _build(args)
     leak_cfg = LeakageConfig(threshold=args.near_threshold)
