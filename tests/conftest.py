@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_SST2 = REPO.parent / "shared" / "data" / "sst2_unlearning"
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# sentence embeddings cached by tests go to a throw-away folder, not the user's ~/.cache/spul/embeddings
+os.environ.setdefault("SPUL_EMBEDDING_CACHE", tempfile.mkdtemp(prefix="spul-test-embeddings-"))
 
 
 @pytest.fixture(scope="session")

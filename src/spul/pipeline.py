@@ -76,8 +76,20 @@ def prepare(cfg: RunConfig) -> UnlearningData:
     """Load and validate the four splits and record them (with fingerprints) under ``output_dir/data``."""
     data = load_unlearning_data(cfg.data, Task(cfg.task))
     if is_main_process():  # under DDP every process loads the data; one records it
-        write_splits(data, cfg.out / "data", {"config": to_dict(cfg.data)})
+        write_splits(data, cfg.out / "data", {"config": to_dict(cfg.data), "leakage": data_leakage(data, cfg.out / "data" / "manifest.json")})
     return data
+
+
+def data_leakage(data: UnlearningData, manifest: Path) -> dict[str, Any]:
+    """The leakage report of these exact splits: reused from ``manifest`` when its fingerprints match."""
+    from spul.data.leakage import check_leakage, public
+
+    fingerprints = data.fingerprints()
+    if manifest.is_file():
+        old = read_json(manifest).get("leakage") or {}
+        if old.get("fingerprints") == fingerprints:
+            return old
+    return {**public(check_leakage(data)), "fingerprints": fingerprints}
 
 
 def _step_key(*parts: Any) -> str:
@@ -169,7 +181,11 @@ def evaluate(cfg: RunConfig, data: UnlearningData | None = None, artifact: str |
         result.info = {**result.info, "artifact": str(artifact), "trainable_parameters": meta.get("trainable_parameters"),
                        "training": meta.get("training")}
         results.append(result)
-    write_report(results, report_dir, {"sizes": data.sizes(), "config": to_dict(cfg)})
+    manifest = cfg.out / "data" / "manifest.json"
+    leakage = read_json(manifest).get("leakage") if manifest.is_file() else None
+    if not leakage or leakage.get("fingerprints") != data.fingerprints():
+        leakage = data_leakage(data, manifest)
+    write_report(results, report_dir, {"sizes": data.sizes(), "config": to_dict(cfg), "leakage": leakage})
     return results
 
 

@@ -271,6 +271,61 @@ def _embed(embed_fn: EmbedFn, texts: list[str]) -> np.ndarray:
     return _normalise_rows(vectors)
 
 
+def cached_encoder(encoder: str | os.PathLike | None = None, progress: bool = True) -> EmbedFn:
+    """The encoder behind the on-disk embedding cache (``spul.data.embeddings``): repeated builds encode nothing."""
+    from spul.data.embeddings import CachedEncoder
+
+    return CachedEncoder(encoder, progress=progress)
+
+
+def _encoder_name(embed: EmbedFn, embed_fn: EmbedFn | None, encoder: str | os.PathLike | None) -> str:
+    identity = getattr(embed, "identity", None)
+    if identity and (embed_fn is None or getattr(embed_fn, "cache", None) is not None):
+        return str(identity)
+    return "embed_fn" if embed_fn else str(encoder or DEFAULT_ENCODER)
+
+
+def _kmeans(embed: EmbedFn, texts: list[str], k: int, seed: int, n_init: int):
+    from sklearn.cluster import KMeans
+
+    x = _embed(embed, texts)
+    km = KMeans(n_clusters=int(k), random_state=seed, n_init=n_init).fit(x)
+    return km, km.labels_.astype(int), x
+
+
+def preview_clusters(
+    data: DataInput,
+    k: int = 10,
+    *,
+    encoder: str | os.PathLike | None = None,
+    embed_fn: EmbedFn | None = None,
+    seed: int = 0,
+    examples: int = 3,
+    text_column: str = "text",
+    label_column: str = "label",
+    label_words: Sequence[str] | None = None,
+    n_init: int = 4,
+) -> dict[str, Any]:
+    """Cluster sizes, label counts and example texts, exactly as ``split_by_clusters`` (same k, seed and
+    encoder) would cluster ``data``: choose ``forget_clusters`` from this before building."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 2:
+        raise ConfigError(f"k must be an integer >= 2, got {k!r}", "use e.g. k=10")
+    df, words = _as_frame(data, text_column, label_column, label_words)
+    if len(df) < k:
+        raise DataError(f"{len(df)} rows cannot form k={k} clusters", "lower k or pass more rows")
+    embed = embed_fn or cached_encoder(encoder)
+    _, labels, _ = _kmeans(embed, df["text"].tolist(), k, seed, n_init)
+    clusters = []
+    for c in range(int(k)):
+        rows = df[labels == c]
+        clusters.append({
+            "cluster": c, "size": int(len(rows)),
+            "labels": {words[int(lab)] if int(lab) < len(words) else str(lab): int(n) for lab, n in rows["label"].value_counts().sort_index().items()},
+            "examples": rows["text"].head(examples).str.slice(0, 120).tolist(),
+        })
+    return {"k": int(k), "seed": seed, "rows": len(df), "encoder": _encoder_name(embed, embed_fn, encoder), "clusters": clusters}
+
+
 def split_by_clusters(
     train_df: DataInput,
     test_df: pd.DataFrame | None = None,
@@ -292,10 +347,8 @@ def split_by_clusters(
     ``forget_clusters`` is a list of cluster ids, or a count of clusters to draw with ``seed``. With
     ``test_df`` its rows go to the nearest of the training centres; without it, the pooled rows are clustered
     and forget/retain are each split train/test by ``test_fraction``. ``embed_fn`` (texts -> 2-D array)
-    replaces the encoder, e.g. in tests or for cached embeddings.
+    replaces the encoder (by default vectors come from the on-disk cache of ``spul.data.embeddings``).
     """
-    from sklearn.cluster import KMeans
-
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 2:
         raise ConfigError(f"k must be an integer >= 2, got {k!r}", "use e.g. k=10")
     if isinstance(forget_clusters, (int, np.integer)) and not isinstance(forget_clusters, bool):
@@ -319,17 +372,15 @@ def split_by_clusters(
             raise DataError(f"train labels {words} and test labels {test_words} differ", "pass label_words= so both map to the same ids")
     if len(train) < k:
         raise DataError(f"{len(train)} training rows cannot form k={k} clusters", "lower k or pass more rows")
-    embed = embed_fn or load_encoder(encoder)
-    x_train = _embed(embed, train["text"].tolist())
-    km = KMeans(n_clusters=int(k), random_state=seed, n_init=n_init).fit(x_train)
-    train_cluster = km.labels_.astype(int)
+    embed = embed_fn or cached_encoder(encoder)
+    km, train_cluster, _ = _kmeans(embed, train["text"].tolist(), k, seed, n_init)
     sizes = np.bincount(train_cluster, minlength=k)
     examples = {int(c): train["text"][train_cluster == c].head(3).str.slice(0, 100).tolist() for c in range(k)}
     info: dict[str, Any] = {
         "builder": "clusters",
         "k": int(k),
         "forget_clusters": chosen,
-        "encoder": "embed_fn" if embed_fn else str(encoder or DEFAULT_ENCODER),
+        "encoder": _encoder_name(embed, embed_fn, encoder),
         "cluster_sizes": {int(c): int(s) for c, s in enumerate(sizes)},
         "cluster_examples": examples,
     }
@@ -400,13 +451,17 @@ def split_by_ids(
 
 
 # ------------------------------------------------------------------------------------------------ writing
-def write_built(data: UnlearningData, out_dir: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
-    """Write the four CSVs and a manifest: source, sizes, label counts, builder parameters and file hashes."""
+def write_built(data: UnlearningData, out_dir: str | os.PathLike, extra: dict[str, Any] | None = None,
+                leakage: dict[str, Any] | None = None) -> Path:
+    """Write the four CSVs and a manifest: source, sizes, label counts, builder parameters, file hashes and,
+    when given, the leakage report (``spul.data.leakage``)."""
     from spul.data.sources import write_splits
     from spul.io import read_json, write_json
 
     info = dict(getattr(data, "build_info", {}) or {})
     manifest = {"label_counts": data.label_counts(), "build": {**info, **(extra or {})}}
+    if leakage is not None:
+        manifest["leakage"] = {**leakage, "fingerprints": data.fingerprints()}
     folder = write_splits(data, out_dir, manifest)
     full = read_json(folder / "manifest.json")
     full["file_sha256"] = {s.value: sha256_file(folder / f"{s.value}.csv") for s in SPLITS}

@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from spul.data.tasks import Task
-from spul.errors import ModelError
+from spul.data.tasks import Task, TaskKind
+from spul.errors import ConfigError, ModelError
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +75,48 @@ class TaskEncoder:
             raise ModelError(f"answer {word!r} is unknown to the tokenizer (maps to <unk>)", "choose label words the model's vocabulary has")
         return ids
 
+    def _split_choices(self, text: str) -> tuple[str, str] | None:
+        """A multiple-choice text as (question, "\nA. …\nB. …"), or None if it has no lettered choice block."""
+        lines = text.split("\n")
+        n = self.task.num_labels
+        if len(lines) <= n:
+            return None
+        block = lines[-n:]
+        if not all(line.startswith(f"{letter}.") for line, letter in zip(block, self.task.label_words)):
+            return None
+        return "\n".join(lines[:-n]), "\n" + "\n".join(block)
+
+    def _fit_multiple_choice(self, texts: list[str], text_ids: list[list[int]]) -> tuple[list[list[int]], int]:
+        """Over-long multiple-choice texts lose the end of their question, never a choice."""
+        out, cut = [], 0
+        for text, ids in zip(texts, text_ids):
+            parts = self._split_choices(text) if len(ids) > self.text_budget else None
+            if parts is None:
+                out.append(list(ids))
+                continue
+            question, block = parts
+            q_ids = self.tokenizer(self.task.text_lead + question, add_special_tokens=False).input_ids
+            c_ids = self.tokenizer(block, add_special_tokens=False).input_ids
+            room = self.text_budget - len(c_ids)
+            if room < 1:
+                raise ConfigError(
+                    f"the answer choices of a multiple-choice question take {len(c_ids)} tokens, more than the {self.text_budget} that "
+                    f"model.max_length={self.max_length} leaves for question and choices ({question[:40]!r}…)",
+                    f"raise model.max_length to at least {self.max_length - room + 8}",
+                )
+            out.append(list(q_ids[:room]) + list(c_ids))
+            cut += 1
+        return out, cut
+
     def encode_prompts(self, texts: list[str]) -> list[list[int]]:
         lead = self.task.text_lead
         text_ids = self.tokenizer([lead + t for t in texts], add_special_tokens=False).input_ids
+        if self.task.kind is TaskKind.MULTIPLE_CHOICE:
+            text_ids, cut = self._fit_multiple_choice(texts, text_ids)
+            if cut:
+                log.warning("%d of %d multiple-choice questions are longer than model.max_length=%d allows; their question text was "
+                            "shortened, all choices kept (raise model.max_length to keep more)", cut, len(texts), self.max_length)
+            return [self.head_ids + ids + self.tail_ids for ids in text_ids]
         cut = sum(len(ids) > self.text_budget for ids in text_ids)
         if cut:
             log.warning("%d of %d texts are longer than the %d tokens model.max_length=%d leaves for them and were truncated "

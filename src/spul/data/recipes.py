@@ -98,7 +98,17 @@ def _pick(files: list[Path], *keywords: str, required: bool = True, where: str =
 
     matches = [p for p in files if hits(p, True)] or [p for p in files if hits(p, False)]
     if len(matches) > 1:
-        raise DataError(f"several files in {where!r} match {keywords[0]!r}: {[p.name for p in matches]}", "keep one file per split in the folder")
+        # extra files beside the split's own (train.tsv next to train_full.tsv): a file named exactly after
+        # the split wins, then one whose name starts with it (train-00000-of-00001.parquet)
+        exact = [p for p in matches if p.stem.lower() in keywords]
+        if len(exact) != 1:
+            prefixed = [p for p in matches if any(p.stem.lower().startswith(k) for k in keywords)]
+            exact = prefixed if len(prefixed) == 1 else exact
+        if len(exact) == 1:
+            log.info("several files match %r in %s; using %s (named after the split)", keywords[0], where, exact[0].name)
+            return exact[0]
+        raise DataError(f"several files in {where!r} match {keywords[0]!r}: {[p.name for p in matches]}",
+                        f"name the one to use exactly {keywords[0]!r} (e.g. {keywords[0]}.tsv), or keep one file per split in the folder")
     if not matches:
         if required:
             raise DataError(f"no file for {keywords[0]!r} in {where!r}", f"add a file whose name contains {keywords[0]!r} (csv/tsv/jsonl/json/parquet)")

@@ -185,11 +185,27 @@ def last_layer_representations(model, encoder, texts: list[str], prompt=None, ba
     return torch.cat(out).numpy()
 
 
+def cached_representations(model, encoder, texts: list[str], prompt=None, cache_key: str | None = None) -> np.ndarray:
+    """``last_layer_representations`` through the on-disk embedding cache (``spul.data.embeddings``) when
+    ``cache_key`` names the model (and prompt) exactly; the key also covers the template and max_length."""
+    if cache_key is None:
+        return last_layer_representations(model, encoder, texts, prompt)
+    from spul.data.embeddings import CachedEncoder
+    from spul.io import sha256_text
+
+    layout = sha256_text(repr(encoder.head_ids), repr(encoder.tail_ids), str(encoder.max_length))[:12]
+    embed = CachedEncoder(embed_fn=lambda chunk: last_layer_representations(model, encoder, chunk, prompt),
+                          identity=f"last-layer:{cache_key}:{layout}", progress=False)
+    return embed(texts)
+
+
 def tsne_figure(peft_model, encoder, data, path: str | Path, max_per_split: int = 200, seed: int = 0, title: str = "",
-                vectors=None) -> Path:
+                vectors=None, model_key: str | None = None, prompt_key: str | None = None) -> Path:
     """Two t-SNE panels of test representations, without and with the soft prompt; colour = forget/retain,
     marker = true label. Separation of forget from retain with the prompt is what SPUL's prompt induces.
-    The prompt is ``vectors`` (``[p, d]``, e.g. a ``SoftPrompt`` intervention's) when given, else the PEFT model's."""
+    The prompt is ``vectors`` (``[p, d]``, e.g. a ``SoftPrompt`` intervention's) when given, else the PEFT model's.
+    ``model_key`` (the base weights' fingerprint) and ``prompt_key`` (the artifact's) cache the representations
+    on disk, so redrawing the figure runs no forward pass."""
     from sklearn.manifold import TSNE
 
     from spul.models.soft_prompt import prompt_vectors
@@ -204,10 +220,11 @@ def tsne_figure(peft_model, encoder, data, path: str | Path, max_per_split: int 
     forget = np.concatenate([np.full(len(df), split.is_forget) for split, df in frames])
     dtype = peft_model.get_input_embeddings().weight.dtype
     panels = {
-        "without soft prompt": last_layer_representations(peft_model, encoder, texts, None),
-        "with soft prompt": last_layer_representations(
+        "without soft prompt": cached_representations(peft_model, encoder, texts, None, model_key),
+        "with soft prompt": cached_representations(
             peft_model, encoder, texts,
-            (lambda n: vectors.unsqueeze(0).expand(n, -1, -1)) if vectors is not None else (lambda n: prompt_vectors(peft_model, n, dtype))),
+            (lambda n: vectors.unsqueeze(0).expand(n, -1, -1)) if vectors is not None else (lambda n: prompt_vectors(peft_model, n, dtype)),
+            f"{model_key}+{prompt_key}" if model_key and prompt_key else None),
     }
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.8), dpi=120)
     markers = ["o", "^", "s", "D", "v", "P"]

@@ -33,6 +33,19 @@ def markdown_table(results: Sequence[ModelResult], with_f1: bool = True, with_ge
     return "\n".join(lines)
 
 
+def leakage_note(leakage: dict[str, Any] | None) -> str:
+    """One paragraph under the table: how many test rows were already in a training split (data/manifest.json)."""
+    rows = (leakage or {}).get("test_rows")
+    if not rows:
+        return ""
+    parts = [f"{name} {r['leaking']}/{r['rows']} ({r['percent']}%)" for name, r in rows.items()]
+    worst = max(r["percent"] for r in rows.values())
+    warn = " The test columns partly measure memory of seen text, not generalisation." if worst > 0 else ""
+    near = (leakage or {}).get("method", {}).get("near", "near-duplicate")
+    return ("\n\nLeakage: test rows whose text is also in a training split (exact, whole-word contained, or"
+            f" {near}): {', '.join(parts)}.{warn} Details per split pair: data/manifest.json → leakage.")
+
+
 def write_report(results: Sequence[ModelResult], folder: str | Path, extra: dict[str, Any] | None = None) -> tuple[Path, Path]:
     folder = Path(folder)
     json_path = write_json(folder / "results.json", {"results": [r.as_dict() for r in results], **(extra or {})})
@@ -40,6 +53,7 @@ def write_report(results: Sequence[ModelResult], folder: str | Path, extra: dict
     note = ""
     if sizes:
         note = "\n\nRows per split: " + ", ".join(f"{k} {v}" for k, v in sizes.items()) + "."
+    note += leakage_note((extra or {}).get("leakage"))
     md = (
         "# Unlearning results\n\nAccuracy (ACC) and weighted F1 in %, against the original labels; a generic answer counts"
         " as wrong. ↑ higher is better (retain), ↓ lower is better (forget). 'generic' is the % of rows answered with a"

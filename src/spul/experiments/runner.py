@@ -231,6 +231,11 @@ class ExperimentRunner:
                                                "selection_rule": selection_rule(self.cfg.selection.max_retain_drop)})
         write_text(self.out / "results.csv", cells_csv(cells))
         md = figures.experiment_markdown(self.cfg.name, cells, selection_rule(self.cfg.selection.max_retain_drop), self._data.sizes())
+        manifest = self.run_cfg.out / "data" / "manifest.json"
+        if manifest.is_file():
+            from spul.evaluation.report import leakage_note
+
+            md = md.rstrip("\n") + leakage_note(read_json(manifest).get("leakage")) + "\n"
         write_text(self.out / "results.md", md)
         if self.cfg.figures:
             figures.experiment_figures(cells, self.out / "figures")
@@ -243,18 +248,20 @@ class ExperimentRunner:
         from spul.evaluation.figures import tsne_figure
         from spul.interventions import Gated
         from spul.methods.registry import load_intervention
-        from spul.models.loading import load_model
+        from spul.models.loading import load_model, weights_fingerprint
 
         data, base = self.shared()
         model, tok = load_model(_derived(self.cfg.model, base))
+        model_key = weights_fingerprint(model)
         for cell in cells:
             if cell["kind"] == REFERENCE or not cell.get("selected") or "artifact" not in cell["info"]:
                 continue
-            intervention = load_intervention(cell["info"]["artifact"], model, tokenizer=tok)
+            intervention = load_intervention(cell["info"]["artifact"], model, tokenizer=tok, fingerprint=model_key)
             if intervention.vectors is None or intervention.changes_weights or isinstance(intervention, Gated):
                 continue
             encoder = TaskEncoder(self.task, tok, self.cfg.model.max_length)
-            return tsne_figure(model, encoder, data, self.out / "figures" / "tsne.png", title=cell["name"], vectors=intervention.vectors)
+            return tsne_figure(model, encoder, data, self.out / "figures" / "tsne.png", title=cell["name"], vectors=intervention.vectors,
+                               model_key=model_key, prompt_key=intervention.identity)
         return None
 
 

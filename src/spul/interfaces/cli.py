@@ -2,7 +2,8 @@
 ``spul.interfaces.commands`` (the pipeline steps in ``steps.py``).
 
     spul run --config configs/quickstart.yaml unlearn.alpha=0.1
-    spul prepare|finetune|unlearn|evaluate --config FILE [key=value ...]
+    spul finetune|unlearn|evaluate --config FILE [key=value ...]
+    spul prepare --config FILE | --recipe NAME ... -o DIR     (spul.interfaces.commands.prepare)
 
 Errors the user can fix are printed as one line (``spul: error: ...``) with a non-zero exit code.
 """
@@ -36,6 +37,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse with KEY=VALUE overrides allowed anywhere on the line (``spul audit --artifact X key=val``).
+
+    argparse gives a ``nargs="*"`` positional only the first run of positionals; later ``KEY=VALUE`` words come
+    back as extras and are appended here, so overrides keep their command-line order (the last one wins).
+    """
+    args, extras = parser.parse_known_args(argv)
+    late = [e for e in extras if "=" in e and not e.startswith("-")]
+    unknown = [e for e in extras if e not in late]
+    if late and not hasattr(args, "overrides"):
+        unknown = extras
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if late:
+        args.overrides = list(args.overrides or []) + late
+    return args
+
+
 def _quiet_libraries() -> None:
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -54,7 +73,7 @@ def _quiet_libraries() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     if not getattr(args, "command", None):
         parser.print_help()
         return 2

@@ -2,7 +2,7 @@
 
     spul run --config quickstart unlearn.alpha=0.1          (or --unlearn.alpha 0.1)
     spul run --config quickstart --unlearn.method npo --unlearn.learning_rate 1e-4
-    spul prepare|finetune|unlearn|evaluate|config --config FILE [key=value ...]
+    spul finetune|unlearn|evaluate|config --config FILE [key=value ...]   (prepare: commands/prepare.py)
 
 Each step's flags are generated from its config sections (``spul.interfaces.options``).
 """
@@ -12,15 +12,6 @@ from __future__ import annotations
 import time
 
 from spul.interfaces.options import add_config_arguments, add_dataclass_arguments, add_unlearn_arguments, load_run_config
-
-
-def cmd_prepare(args) -> int:
-    from spul.pipeline import prepare
-
-    cfg = load_run_config(args)
-    data = prepare(cfg)
-    print(f"prepared {data.source}: " + ", ".join(f"{k} {v}" for k, v in data.sizes().items()) + f" → {cfg.out / 'data'}")
-    return 0
 
 
 def cmd_finetune(args) -> int:
@@ -69,7 +60,6 @@ def cmd_config(args) -> int:
 
 # name → (function, help, the RunConfig sections whose fields become flags)
 STEPS = {
-    "prepare": (cmd_prepare, "load, validate and record the four data splits", ("model", "task", "data")),
     "finetune": (cmd_finetune, "familiarise the base model with the task (LoRA / QLoRA)", ("model", "task", "data", "finetune")),
     "unlearn": (cmd_unlearn, "run the unlearning method (unlearn.method: spul, eco, ga, ..., rmu) and save its artifact",
                 ("model", "task", "data", "finetune", "unlearn")),

@@ -61,7 +61,14 @@ class CachedEmbedder:
     """Embeds each distinct text once (the same train texts are embedded for training and for evaluation)."""
 
     def __init__(self, encoder: str | None = None, embed_fn: EmbedFn | None = None):
-        self.embed_fn = embed_fn or _shared_encoder(encoder)
+        if embed_fn is None:
+            # vectors also persist on disk (spul.data.embeddings); the model loads only for texts not cached there.
+            # The packaged MiniLM runs through plain transformers here, so it has its own cache identity.
+            from spul.data.embeddings import CachedEncoder, encoder_identity
+
+            identity = encoder_identity(encoder) + ("" if encoder else ":transformers-mean-pool")
+            embed_fn = CachedEncoder(encoder, embed_fn=lambda texts: _shared_encoder(encoder)(texts), identity=identity, progress=False)
+        self.embed_fn = embed_fn
         self.cache: dict[str, np.ndarray] = {}
 
     def __call__(self, texts: list[str]) -> np.ndarray:
