@@ -127,14 +127,12 @@ def test_sampling_seed_and_stop_strings(oa_server):
     assert len(others | {first}) > 1  # and it is sampling: other seeds give other texts
     ids = oa_server.service.registry.tokenizer("the film").input_ids
     assert first == _direct(oa_server, ids, "a", 8, temperature=1.0, top_p=0.95, seed=11)[0]
-    # a stop string ends the text before it, as in OpenAI's API
-    greedy = client.completions.create(model="a", prompt="the film", max_tokens=8, temperature=0).choices[0].text
-    stop = next((w for w in greedy.split() if greedy.find(w) > 0), None)
-    assert stop is not None, greedy  # a word that first occurs after the start of the text
-    r = client.completions.create(model="a", prompt="the film", max_tokens=8, temperature=0, stop=[stop])
-    assert r.choices[0].text == greedy[: greedy.find(stop)] and r.choices[0].text and r.choices[0].finish_reason == "stop"
-    streamed = "".join(c.choices[0].text for c in client.completions.create(model="a", prompt="the film", max_tokens=8,
-                                                                             temperature=0, stop=stop, stream=True))
+    # a stop string ends the text before it, as in OpenAI's API (same seed: the same tokens up to the stop)
+    stop = next((w for w in first.split() if first.find(w) > 0), None)
+    assert stop is not None, first  # a word that first occurs after the start of the text
+    r = client.completions.create(**kwargs, stop=[stop, "never-seen-here"])
+    assert r.choices[0].text == first[: first.find(stop)] and r.choices[0].text and r.choices[0].finish_reason == "stop"
+    streamed = "".join(c.choices[0].text for c in client.completions.create(**kwargs, stop=stop, stream=True))
     assert streamed == r.choices[0].text
 
 
