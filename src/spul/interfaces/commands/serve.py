@@ -62,14 +62,15 @@ def cmd_export_vllm(args) -> int:
     from spul.artifacts import read_metadata
     from spul.models.loading import ModelConfig, load_model, weights_fingerprint
     from spul.serving.registry import artifact_vectors
-    from spul.serving.vllm_export import export_vllm
+    from spul.serving.vllm_export import MIN_VLLM, export_vllm
 
     meta = read_metadata(args.artifact)
     name = args.model or meta.get("base_model", "")
-    model, _ = load_model(ModelConfig(name_or_path=name, dtype=args.dtype, device="cpu"))
+    model, tokenizer = load_model(ModelConfig(name_or_path=name, dtype=args.dtype, device="cpu"))
     vectors, meta = artifact_vectors(model, args.artifact, weights_fingerprint(model), name)
-    out = export_vllm(vectors, meta, args.out)
-    print(f"exported soft prompt {tuple(vectors.shape)} {vectors.dtype} → {out} (see {out}/README.md)")
+    out = export_vllm(vectors, meta, args.out, tokenizer=tokenizer, model=model, base_model=name)
+    print(f"exported soft prompt {tuple(vectors.shape)} {vectors.dtype} → {out}: vllm serve with --enable-prompt-embeds "
+          f"(vLLM >= {MIN_VLLM}, Completions API), then python {out}/client.py --url URL TEXT (see {out}/README.md)")
     return 0
 
 
@@ -95,7 +96,8 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_serve)
 
     e = subparsers.add_parser("export-vllm", help="write an artifact's soft prompt for vLLM prompt embeds",
-                              description="Write the soft prompt as [p, d] safetensors plus instructions for vLLM --enable-prompt-embeds.")
+                              description="Write the soft prompt as [p, d] safetensors, the task template and a client.py that sends "
+                                           "template + prompt through vLLM's Completions API (--enable-prompt-embeds, vLLM >= 0.11).")
     e.add_argument("artifact", help="artifact folder written by spul unlearn")
     e.add_argument("out", help="output folder")
     e.add_argument("--model", help="base model (default: the artifact's base_model)")
