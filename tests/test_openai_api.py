@@ -10,8 +10,7 @@ import httpx
 import numpy as np
 import pytest
 import torch
-
-from test_serving import ADMIN, KEY_A, KEY_B, KEY_BASE, Running, _service, artifacts  # noqa: F401 - fixture
+from test_serving import KEY_A, KEY_B, KEY_BASE, Running, _service
 
 openai = pytest.importorskip("openai")
 
@@ -20,7 +19,7 @@ CHAT_TEMPLATE = ("{% for m in messages %}{{ m['role'] }} : {{ m['content'] }}\n{
 
 
 @pytest.fixture(scope="module")
-def oa_server(tiny_model_dir, artifacts):  # noqa: F811
+def oa_server(tiny_model_dir, artifacts):
     service = _service(tiny_model_dir, artifacts)
     service.registry.tokenizer.chat_template = CHAT_TEMPLATE
     running = Running(service)
@@ -120,7 +119,7 @@ def test_chat_uses_the_chat_template(oa_server):
 
 def test_sampling_seed_and_stop_strings(oa_server):
     client = _client(oa_server)
-    kwargs = dict(model="a", prompt="the film", max_tokens=8, temperature=1.0, top_p=0.95, seed=11)
+    kwargs = {"model": "a", "prompt": "the film", "max_tokens": 8, "temperature": 1.0, "top_p": 0.95, "seed": 11}
     first, second = (client.completions.create(**kwargs).choices[0].text for _ in range(2))
     assert first == second  # a seeded request is reproducible, whatever shares its batch
     others = {client.completions.create(**{**kwargs, "seed": s}).choices[0].text for s in range(12, 18)}
@@ -167,7 +166,7 @@ def test_unsupported_requests_get_clear_400s(oa_server):
     assert r.status_code == 413 and "limit is 500" in r.json()["error"]["message"]
 
 
-def test_no_chat_template_is_a_clear_400(tiny_model_dir, artifacts):  # noqa: F811
+def test_no_chat_template_is_a_clear_400(tiny_model_dir, artifacts):
     running = Running(_service(tiny_model_dir, artifacts))
     try:
         with pytest.raises(openai.BadRequestError, match="no chat template"):
@@ -199,3 +198,23 @@ def test_eco_generation_corrupts_the_prefill_only(oa_server):
     base = run_generation(reg.model, reg.tokenizer, reg.get("base"), jobs)
     assert guard.calls == 1  # one corrupted forward: the batch's prefill
     assert out[0] == base[0] and out[1] != base[1]
+
+
+def test_dockerfile_runs_spul_serve():
+    """Docker cannot run here; the Dockerfile's entrypoint and the extras it installs are checked."""
+    import json as _json
+    import re
+    from pathlib import Path
+
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "Dockerfile").read_text()
+    entry = _json.loads(re.search(r"^ENTRYPOINT (\[.*\])$", text, re.MULTILINE).group(1))
+    assert entry[:2] == ["spul", "serve"] and "--host" in entry
+    extras = set(tomllib.loads((root / "pyproject.toml").read_text())["project"]["optional-dependencies"])
+    assert set(re.findall(r'pip install "\.\[([a-z,]+)\]"', text)[0].split(",")) <= extras
+    assert re.search(r'pip install "torch==\$\{TORCH_VERSION\}"', text)  # pinned, never an unpinned torch
+    from spul.interfaces.cli import build_parser
+
+    args = build_parser().parse_args(entry[1:] + ["--model", "m", "--keys", "k.yaml"])
+    assert args.host == "0.0.0.0" and args.port == 8000

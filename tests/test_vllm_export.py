@@ -16,13 +16,11 @@ import shutil
 import pytest
 import torch
 
-from test_serving import artifacts  # noqa: F401 - fixture
-
 TEXTS = ["Alice Smith loved this film .", "a dull and boring movie", "the acting was great " * 40, ""]
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory, tiny_model_dir, artifacts, monkeypatch_module):  # noqa: F811
+def exported(tmp_path_factory, tiny_model_dir, artifacts, monkeypatch_module):
     from spul.interfaces.cli import main
 
     root = tmp_path_factory.mktemp("vllm")
@@ -42,7 +40,7 @@ def monkeypatch_module():
     mp.undo()
 
 
-def test_export_records_template_labels_and_absolute_base(exported, artifacts, tiny_model_dir):  # noqa: F811
+def test_export_records_template_labels_and_absolute_base(exported, artifacts, tiny_model_dir):
     out, _ = exported
     info = json.loads((out / "vllm.json").read_text())
     meta = json.loads((artifacts["a"] / "spul.json").read_text())
@@ -57,13 +55,13 @@ def test_export_records_template_labels_and_absolute_base(exported, artifacts, t
     assert (out / "client.py").is_file()
 
 
-def test_client_renders_prompts_exactly_as_spul(exported, tiny_model_dir, artifacts):  # noqa: F811
+def test_client_renders_prompts_exactly_as_spul(exported, tiny_model_dir, artifacts):
     from spul.configuration import from_dict
     from spul.data.encoding import TaskEncoder
     from spul.data.tasks import Task, TaskConfig
     from spul.models.loading import ModelConfig, load_model
 
-    out, client = exported
+    _out, client = exported
     model, tok = load_model(ModelConfig(name_or_path=str(tiny_model_dir), dtype="float32", device="cpu"))
     meta = json.loads((artifacts["a"] / "spul.json").read_text())
     encoder = TaskEncoder(Task(from_dict(TaskConfig, meta["task"])), tok, meta["max_length"])
@@ -74,14 +72,14 @@ def test_client_renders_prompts_exactly_as_spul(exported, tiny_model_dir, artifa
     assert client.answer_of(" unknown\n") == "unknown" and client.answer_of("positive.") == "positive" and client.answer_of("maybe") is None
 
 
-def test_client_payload_reproduces_the_soft_prompted_model(exported, tiny_model_dir, artifacts):  # noqa: F811
+def test_client_payload_reproduces_the_soft_prompted_model(exported, tiny_model_dir, artifacts):
     """The embeddings the client sends give the same next-token logits as spul's soft-prompted forward pass."""
     from spul.artifacts import load_soft_prompt
     from spul.models.forward import hidden_states, lm_logits
     from spul.models.loading import ModelConfig, load_model
     from spul.models.soft_prompt import prompt_vectors
 
-    out, client = exported
+    _out, client = exported
     model, tok = load_model(ModelConfig(name_or_path=str(tiny_model_dir), dtype="float32", device="cpu"))
     text = TEXTS[0]
     sent = torch.load(io.BytesIO(base64.b64decode(client.encode(client.prompt_embeds(text)))))
@@ -98,7 +96,7 @@ def test_client_payload_reproduces_the_soft_prompted_model(exported, tiny_model_
 
 
 def test_client_cli_prints_the_prompt(exported, capsys):
-    out, client = exported
+    _out, client = exported
     assert client.main(["--print-prompt", "a dull movie"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["prompt"].startswith("### Text: a dull movie") and shown["prompt"].endswith("### Sentiment:")
