@@ -25,10 +25,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from spul.artifacts import load_soft_prompt, read_metadata
 from spul.data.splits import SPLITS
 from spul.data.tasks import Task, TaskConfig
 from spul.errors import ArtifactError, ConfigError, DataError
 from spul.io import write_text
+from spul.models.loading import ModelConfig, load_model
 
 log = logging.getLogger(__name__)
 
@@ -110,9 +112,6 @@ def harness_model(artifact: str | Path | None, base: str | None = None, dtype: s
     """An lm-eval ``HFLM`` over the base model with ``artifact`` (a SPUL soft prompt) applied, or the base alone."""
     _require_lm_eval()
     from lm_eval.models.huggingface import HFLM
-
-    from spul.artifacts import load_soft_prompt, read_metadata
-    from spul.models.loading import ModelConfig, load_model
 
     meta = read_metadata(artifact) if artifact else {}
     if meta.get("method", "spul") != "spul":

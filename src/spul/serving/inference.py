@@ -15,11 +15,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from transformers import GenerationConfig, StoppingCriteriaList
 
 from spul.data.encoding import TaskEncoder
 from spul.evaluation.scoring import score_prompts
 from spul.models.forward import decoder_of, hidden_states, lm_logits, pad_left, unwrap
-from spul.models.prefix_cache import PrefixCache, run_after_prefix
+from spul.models.prefix_cache import PrefixCache, expanded_cache, prefix_key_values, run_after_prefix
 
 RowHook = Callable[[np.ndarray], None]
 
@@ -156,10 +157,6 @@ def generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: list[in
     prefill; its embedding hook leaves the one-token decode steps alone. Stop strings end a row early (``StopOnText``);
     the caller trims the text at the stop string (the returned ids include the tokens that completed it).
     """
-    from transformers import GenerationConfig, StoppingCriteriaList
-
-    from spul.models.prefix_cache import expanded_cache, prefix_key_values
-
     device = next(model.parameters()).device
     if row_hook is not None:
         row_hook(np.arange(len(prompts)))

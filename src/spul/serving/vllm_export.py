@@ -23,6 +23,9 @@ from typing import Any
 
 import torch
 
+from spul.configuration import from_dict, to_dict
+from spul.data.encoding import TaskEncoder
+from spul.data.tasks import Task, TaskConfig
 from spul.io import atomic_dir, write_json, write_text
 
 TENSOR_FILE = "soft_prompt.safetensors"
@@ -219,10 +222,6 @@ def _embedding_parameter(model) -> str:
 
 def task_record(task_config, tokenizer, max_length: int) -> dict[str, Any]:
     """The task as the client needs it: template pieces, fixed token ids, text budget, answers."""
-    from spul.configuration import to_dict
-    from spul.data.encoding import TaskEncoder
-    from spul.data.tasks import Task
-
     encoder = TaskEncoder(Task(task_config), tokenizer, max_length)
     task = encoder.task
     return {**to_dict(task_config), "prompt_before_text": task.prompt_before_text, "text_lead": task.text_lead,
@@ -240,9 +239,6 @@ def export_vllm(vectors: torch.Tensor, meta: dict[str, Any], out: str | Path, to
     path is recorded absolute, so the export works from any folder.
     """
     from safetensors.torch import save_file
-
-    from spul.configuration import from_dict
-    from spul.data.tasks import TaskConfig
 
     out = Path(out)
     vectors = vectors.detach().cpu().contiguous()
