@@ -62,3 +62,35 @@ def tiny_run_config(tmp_path: Path, model_dir: Path, **sections):
         "evaluation": {"batch_size": 16, "progress": False},
     }
     return from_dict(RunConfig, deep_merge(base, sections))
+
+
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory, tiny_model_dir):
+    """Two SPUL artifacts trained on the tiny model, plus a foreign and a broken one."""
+    import json
+    import shutil
+
+    import torch
+
+    from spul.pipeline import unlearn
+
+    root = tmp_path_factory.mktemp("serving")
+    a = unlearn(tiny_run_config(root / "a", tiny_model_dir, finetune={"enabled": False},
+                                data={"limits": {"train_forget": 8, "train_retain": 8, "test_forget": 4, "test_retain": 4}}))
+    # a second, different soft prompt for the same model: A's prompt moved (training another costs seconds)
+    from safetensors.torch import load_file, save_file
+
+    b = root / "b"
+    shutil.copytree(a, b)
+    weights = load_file(str(b / "adapter_model.safetensors"))
+    save_file({k: v + 0.5 * torch.randn(v.shape, generator=torch.Generator().manual_seed(1)) for k, v in weights.items()},
+              str(b / "adapter_model.safetensors"))
+    foreign = root / "foreign"
+    shutil.copytree(a, foreign)
+    meta = json.loads((foreign / "spul.json").read_text())
+    meta["base_fingerprint"] = "0" * 64
+    (foreign / "spul.json").write_text(json.dumps(meta))
+    broken = root / "broken"
+    shutil.copytree(a, broken)
+    (broken / "adapter_model.safetensors").write_bytes(b"not a tensor file")
+    return {"a": a, "b": b, "foreign": foreign, "broken": broken, "root": root}

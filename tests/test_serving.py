@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import socket
 import threading
 import time
@@ -13,8 +12,6 @@ import httpx
 import numpy as np
 import pytest
 import torch
-
-from conftest import tiny_run_config
 
 KEY_A, KEY_B, KEY_BASE, ADMIN = "key-app-a-0001", "key-app-b-0002", "key-research-0003", "admin-key-0004"
 TEXTS = ["Alice Smith loved this film .", "a dull and boring movie", "the acting was great", "I hated every minute"]
@@ -48,33 +45,6 @@ class Running:
     def stop(self):
         self.server.should_exit = True
         self.thread.join(10)
-
-
-@pytest.fixture(scope="session")
-def artifacts(tmp_path_factory, tiny_model_dir):
-    """Two SPUL artifacts trained on the tiny model, plus a foreign and a broken one."""
-    from spul.pipeline import unlearn
-
-    root = tmp_path_factory.mktemp("serving")
-    a = unlearn(tiny_run_config(root / "a", tiny_model_dir, finetune={"enabled": False},
-                                data={"limits": {"train_forget": 8, "train_retain": 8, "test_forget": 4, "test_retain": 4}}))
-    # a second, different soft prompt for the same model: A's prompt moved (training another costs seconds)
-    from safetensors.torch import load_file, save_file
-
-    b = root / "b"
-    shutil.copytree(a, b)
-    weights = load_file(str(b / "adapter_model.safetensors"))
-    save_file({k: v + 0.5 * torch.randn(v.shape, generator=torch.Generator().manual_seed(1)) for k, v in weights.items()},
-              str(b / "adapter_model.safetensors"))
-    foreign = root / "foreign"
-    shutil.copytree(a, foreign)
-    meta = json.loads((foreign / "spul.json").read_text())
-    meta["base_fingerprint"] = "0" * 64
-    (foreign / "spul.json").write_text(json.dumps(meta))
-    broken = root / "broken"
-    shutil.copytree(a, broken)
-    (broken / "adapter_model.safetensors").write_bytes(b"not a tensor file")
-    return {"a": a, "b": b, "foreign": foreign, "broken": broken, "root": root}
 
 
 def _service(tiny_model_dir, artifacts, prefix_cache=True, **batch):
@@ -117,7 +87,7 @@ def _offline(tiny_model_dir, artifact, texts, task_config=None):
     if artifact is None:
         return score_texts(model, encoder, texts).loglik, encoder
     peft_model, _ = load_soft_prompt(model, artifact)
-    provider = lambda n, rows: (prompt_vectors(peft_model, n, torch.float32), None)  # noqa: E731
+    provider = lambda n, rows: (prompt_vectors(peft_model, n, torch.float32), None)
     return score_texts(peft_model, encoder, texts, prompt_provider=provider).loglik, encoder
 
 

@@ -3,6 +3,7 @@
     POST /v1/classify         texts → label + log-likelihood of every candidate (as spul.evaluation.scoring)
     POST /v1/multiple-choice  question + choices → answer letter
     POST /v1/generate         greedy continuation with the caller's policy applied
+    GET /v1/models, POST /v1/completions, POST /v1/chat/completions   OpenAI-compatible (spul.serving.openai_api)
     GET/POST /v1/artifacts, DELETE /v1/artifacts/{name}   admin: list, load, unload artifacts
     GET /health, GET /openapi.json
 
@@ -25,6 +26,8 @@ from spul.data.tasks import TaskConfig, TaskKind, format_multiple_choice
 from spul.errors import ConfigError, SpulError
 from spul.serving import inference
 from spul.serving.batching import BatchConfig, Batcher, Busy, Job, JobKind
+from spul.serving.generation import run_generation
+from spul.serving.openai_api import add_openai_routes
 from spul.serving.policies import Encoders, KeyTable, Policy
 from spul.serving.registry import Registry
 
@@ -81,12 +84,7 @@ class Service:
     def run(self, kind: JobKind, policy: Policy, jobs: list[Job]) -> list[Any]:
         model, tok = self.registry.model, self.registry.tokenizer
         if kind is JobKind.GENERATE:
-            prompts = [item[0] for job in jobs for item in job.items]
-            limits = [item[1] for job in jobs for item in job.items]
-            texts = [item[2] for job in jobs for item in job.items]
-            with policy.guard(model, texts, prompts) as hook:
-                outs = inference.generate(model, tok, prompts, limits, policy.vectors, policy.prefix, row_hook=hook)
-            return _split(outs, jobs)
+            return run_generation(model, tok, policy, jobs)
         task_kind = TaskKind.CLASSIFICATION if kind is JobKind.CLASSIFY else TaskKind.MULTIPLE_CHOICE
         encoder = self.encoders.for_policy(policy, task_kind)
         texts = [item for job in jobs for item in job.items]
@@ -171,6 +169,7 @@ def create_app(service: Service):
     app = FastAPI(title="spul unlearning server", version=__import__("spul").__version__, lifespan=lifespan,
                   description="One frozen base model, many unlearning artifacts; the API key decides which applies.")
     app.state.service = service
+    add_openai_routes(app, service)  # /v1/models, /v1/completions, /v1/chat/completions
 
     @app.middleware("http")
     async def limit_body(request: Request, call_next):

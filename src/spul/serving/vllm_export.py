@@ -1,10 +1,17 @@
 """Export a soft prompt for vLLM's prompt-embeds input (a server started with ``--enable-prompt-embeds``).
 
 vLLM takes a whole prompt as embeddings ``[seq_len, hidden]``. A SPUL artifact therefore travels as its
-``[p, d]`` vectors (safetensors, model dtype); the client concatenates them in front of the token embeddings
-of its request and sends the result base64-encoded from ``torch.save`` in the ``prompt_embeds`` field of the
-Completions API. The client then holds the vectors, so this route suits trusted clients only: unlike
-``spul serve``, nothing stops a client from leaving the prompt out.
+``[p, d]`` vectors (safetensors, model dtype) plus everything needed to build the rest of the prompt the way
+spul does: the task template split as ``TaskEncoder`` splits it, the token ids of its fixed pieces, the text
+budget, the label words and generic labels. The generated ``client.py`` renders a text with that template,
+looks up the token embeddings (only the base model's embedding matrix is read), puts the soft prompt in front
+and sends the result base64-encoded from ``torch.save`` in the ``prompt_embeds`` field of the Completions API.
+Without the template the model answers as the base model would, so the client never sends bare text.
+
+Completions API only: vLLM's chat endpoint renders its own chat template around embedded content, so the soft
+prompt could not stay at position 0. vLLM >= 0.11.0 (prompt embeddings in the V1 engine; earlier releases had
+them only in the removed V0 engine). The client then holds the vectors, so this route suits trusted clients
+only: unlike ``spul serve``, nothing stops a client from leaving the prompt out.
 """
 
 from __future__ import annotations
@@ -16,6 +23,9 @@ from typing import Any
 
 import torch
 
+from spul.configuration import from_dict, to_dict
+from spul.data.encoding import TaskEncoder
+from spul.data.tasks import Task, TaskConfig
 from spul.errors import ArtifactError
 from spul.interventions import Gated, Intervention
 from spul.io import atomic_dir, write_json, write_text
@@ -24,38 +34,213 @@ TENSOR_FILE = "soft_prompt.safetensors"
 TENSOR_KEY = "soft_prompt"
 INFO_FILE = "vllm.json"
 
+MIN_VLLM = "0.11.0"
+CLIENT_FILE = "client.py"
+
 README = """# SPUL soft prompt for vLLM
 
 `{tensor}` holds the unlearning soft prompt `{key}`: shape {shape}, dtype {dtype}, for base model
-`{base}` (weights fingerprint `{fingerprint}`). It only means something on that exact model.
+`{base}` (weights fingerprint `{fingerprint}`). It only means something on that exact model, and only in
+front of prompts rendered with the artifact's task template:
+
+    {template}
+
+Answers: label words {labels}; generic ("I don't know") labels {generic}.
+
+Requirements: vLLM >= {min_vllm} (prompt embeddings in the V1 engine), **Completions API only** (the chat
+endpoint wraps embeddings in its own chat template, which would move the soft prompt away from position 0).
+The client needs `torch`, `transformers`, `safetensors`, `openai` (and `huggingface_hub` for a hub base).
 
 1. Start vLLM with prompt embeddings enabled:
 
        vllm serve {base} --enable-prompt-embeds
 
-2. For every request, build the embeddings of the full prompt and put the soft prompt in front:
+2. Send texts through the generated client; it renders the template exactly as spul does, puts the soft
+   prompt in front of the token embeddings and calls the Completions API with `prompt_embeds`:
 
-       from safetensors.torch import load_file
-       soft = load_file("{tensor}")["{key}"]                      # [p, d]
-       ids = tokenizer(prompt_text, return_tensors="pt").input_ids[0]
-       tokens = model.get_input_embeddings()(ids).to(soft.dtype)  # [T, d]
-       embeds = torch.cat([soft, tokens], dim=0)                  # [p + T, d]
+       python client.py --url http://localhost:8000/v1 "the text to answer about"
+       python client.py --print-prompt "the text"      # show the rendered prompt, send nothing
 
-3. Send it base64-encoded from `torch.save` in the Completions API:
+   or from Python: `import client; client.complete("the text")`.
 
-       buf = io.BytesIO(); torch.save(embeds, buf)
-       client.completions.create(model="{base}", prompt=None, max_tokens=32, temperature=0.0,
-                                 extra_body={{"prompt_embeds": base64.b64encode(buf.getvalue()).decode()}})
+What the client does per request (see `client.py`):
 
-The vectors must be prepended to every request: a client that leaves them out gets the base model's old
-behaviour. Use `spul serve` when the policy must be enforced on the server.
+       ids    = head_ids + tokenizer(text_lead + text)[:text_budget] + tail_ids   # as in vllm.json
+       embeds = cat([soft_prompt, embedding_matrix[ids]])                          # [p + T, d]
+       completions.create(model="{base}", prompt="", max_tokens=..., temperature=0,
+                          extra_body={{"prompt_embeds": base64(torch.save(embeds))}})
+
+The vectors must be prepended to every request: a client that leaves them out, or sends the text without
+the template, gets the base model's old behaviour. Use `spul serve` when the policy must be enforced on the server.
+"""
+
+CLIENT = r"""#!/usr/bin/env python3
+'''Ask a vLLM server (started with --enable-prompt-embeds, vLLM >= %(min_vllm)s) with this SPUL soft prompt in front.
+
+Generated by `spul export-vllm`; reads vllm.json and soft_prompt.safetensors next to it. Completions API only.
+Needs torch, transformers, safetensors and openai (huggingface_hub when the base model is a hub id).
+
+    python client.py --url http://localhost:8000/v1 "a text"
+    python client.py --print-prompt "a text"
+'''
+
+import argparse
+import base64
+import io
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+INFO = json.loads((HERE / "vllm.json").read_text(encoding="utf-8"))
+TASK = INFO["task"]
+
+
+def load_tokenizer():
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(INFO["tokenizer"])
+    head = tokenizer(TASK["prompt_before_text"], add_special_tokens=True).input_ids
+    if len(head) > 1 and head[-1] == tokenizer.eos_token_id:
+        head = head[:-1]
+    if list(head) != TASK["head_ids"] or list(tokenizer(TASK["prompt_after_text"], add_special_tokens=False).input_ids) != TASK["tail_ids"]:
+        sys.exit(f"tokenizer {INFO['tokenizer']!r} does not reproduce the template's token ids; use the artifact's own tokenizer")
+    return tokenizer
+
+
+def render_ids(tokenizer, text):
+    '''The prompt's token ids, exactly as spul renders and truncates it (answer slot left open).'''
+    ids = tokenizer(TASK["text_lead"] + text, add_special_tokens=False).input_ids
+    return list(TASK["head_ids"]) + list(ids[: TASK["text_budget"]]) + list(TASK["tail_ids"])
+
+
+def render_text(text):
+    return TASK["prompt_before_text"] + TASK["text_lead"] + text + TASK["prompt_after_text"]
+
+
+def soft_prompt():
+    from safetensors.torch import load_file
+
+    return load_file(str(HERE / INFO["tensor_file"]))[INFO["tensor_key"]]
+
+
+def _base_file(name):
+    base = Path(INFO["base_model"])
+    if base.is_dir():
+        return base / name if (base / name).is_file() else None
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return Path(hf_hub_download(INFO["base_model"], name))
+    except Exception:
+        return None
+
+
+def embedding_matrix():
+    '''The base model's input embedding matrix [V, d], read alone from its safetensors when possible.'''
+    from safetensors import safe_open
+
+    name = INFO["embedding_parameter"]
+    index = _base_file("model.safetensors.index.json")
+    shard = _base_file(json.loads(index.read_text())["weight_map"].get(name, "")) if index else _base_file("model.safetensors")
+    if shard is not None:
+        with safe_open(str(shard), framework="pt") as f:
+            if name in f.keys():
+                return f.get_tensor(name)
+    from transformers import AutoModelForCausalLM  # fallback: load the whole model once
+
+    return AutoModelForCausalLM.from_pretrained(INFO["base_model"]).get_input_embeddings().weight.detach()
+
+
+_CACHE = {}
+
+
+def prompt_embeds(text):
+    '''[p + T, d]: the soft prompt, then the embeddings of the rendered prompt's tokens.'''
+    import torch
+
+    if not _CACHE:
+        _CACHE.update(tokenizer=load_tokenizer(), soft=soft_prompt(), matrix=embedding_matrix())
+    soft = _CACHE["soft"]
+    ids = torch.tensor(render_ids(_CACHE["tokenizer"], text), dtype=torch.long)
+    return torch.cat([soft, _CACHE["matrix"][ids].to(soft.dtype)], dim=0)
+
+
+def encode(tensor):
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(tensor.contiguous(), buf)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def complete(text, url="http://localhost:8000/v1", api_key="EMPTY", max_tokens=8, temperature=0.0, model=None):
+    '''The completion text for ``text`` (Completions API; the prompt travels only as embeddings).'''
+    from openai import OpenAI
+
+    client = OpenAI(base_url=url, api_key=api_key)
+    out = client.completions.create(model=model or INFO["served_model"], prompt="", max_tokens=max_tokens,
+                                    temperature=temperature, extra_body={"prompt_embeds": encode(prompt_embeds(text))})
+    return out.choices[0].text
+
+
+def answer_of(completion):
+    '''Which candidate (label word or generic label) a completion starts with, or None.'''
+    words = sorted(TASK["label_words"] + TASK["generic_labels"], key=len, reverse=True)
+    head = completion.strip()
+    return next((w for w in words if head == w or head.startswith(w) and not head[len(w):len(w) + 1].isalnum()), None)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("text", nargs="+")
+    parser.add_argument("--url", default="http://localhost:8000/v1")
+    parser.add_argument("--api-key", default="EMPTY")
+    parser.add_argument("--model", default=None, help="served model name (default: the base model path/id)")
+    parser.add_argument("--max-tokens", type=int, default=4)
+    parser.add_argument("--temperature", type=float, default=0.0)
+    parser.add_argument("--print-prompt", action="store_true", help="print the rendered prompt and its token count; send nothing")
+    args = parser.parse_args(argv)
+    for text in args.text:
+        if args.print_prompt:
+            tokenizer = load_tokenizer()
+            print(json.dumps({"prompt": render_text(text), "tokens": len(render_ids(tokenizer, text)),
+                              "soft_prompt": INFO["shape"]}))
+            continue
+        completion = complete(text, args.url, args.api_key, args.max_tokens, args.temperature, args.model)
+        print(json.dumps({"text": text, "completion": completion, "answer": answer_of(completion)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
 """
 
 
-def export_vllm(source: Intervention | torch.Tensor, meta: dict[str, Any], out: str | Path) -> Path:
-    """Write ``soft_prompt.safetensors`` ([p, d], model dtype), ``vllm.json`` and ``README.md`` into ``out``.
+def _embedding_parameter(model) -> str:
+    weight = model.get_input_embeddings().weight
+    return next((name for name, param in model.named_parameters() if param is weight), "")
+
+
+def task_record(task_config, tokenizer, max_length: int) -> dict[str, Any]:
+    """The task as the client needs it: template pieces, fixed token ids, text budget, answers."""
+    encoder = TaskEncoder(Task(task_config), tokenizer, max_length)
+    task = encoder.task
+    return {**to_dict(task_config), "prompt_before_text": task.prompt_before_text, "text_lead": task.text_lead,
+            "prompt_after_text": task.prompt_after_text, "answer_separator": task.answer_separator, "max_length": max_length,
+            "text_budget": encoder.text_budget, "head_ids": encoder.head_ids, "tail_ids": encoder.tail_ids,
+            "candidate_ids": encoder.candidate_ids}
+
+
+def export_vllm(source: Intervention | torch.Tensor, meta: dict[str, Any], out: str | Path, tokenizer=None, model=None,
+                base_model: str | None = None) -> Path:
+    """Write ``soft_prompt.safetensors`` ([p, d], model dtype), ``vllm.json``, ``README.md`` and ``client.py``.
 
     ``source`` is an intervention (only an ungated soft prompt travels as prompt embeddings) or its vectors.
+
+    ``tokenizer`` renders the artifact's task (recorded in ``meta``, else spul's default task); ``model`` names
+    its input-embedding parameter for the client; ``base_model`` overrides ``meta['base_model']``. A local base
+    path is recorded absolute, so the export works from any folder.
     """
     from safetensors.torch import save_file
 
@@ -68,23 +253,36 @@ def export_vllm(source: Intervention | torch.Tensor, meta: dict[str, Any], out: 
     else:
         vectors = source
     vectors = vectors.detach().cpu().contiguous()
+    base = base_model or meta.get("base_model", "")
+    if base and Path(base).exists():
+        base = str(Path(base).resolve())
+    task_config = from_dict(TaskConfig, meta["task"]) if isinstance(meta.get("task"), dict) else TaskConfig()
     info = {
-        "format": "spul-vllm-prompt-embeds/1",
+        "format": "spul-vllm-prompt-embeds/2",
         "tensor_file": TENSOR_FILE,
         "tensor_key": TENSOR_KEY,
         "shape": list(vectors.shape),
         "dtype": str(vectors.dtype).removeprefix("torch."),
-        "base_model": meta.get("base_model", ""),
+        "base_model": base,
+        "served_model": base,
+        "tokenizer": base,
         "base_fingerprint": meta.get("base_fingerprint", ""),
-        "placement": "prepend to the token embeddings of every request",
-        "vllm": {"server_flag": "--enable-prompt-embeds", "request_field": "prompt_embeds",
-                 "encoding": "base64 of torch.save(tensor [p + T, d])"},
+        "embedding_parameter": _embedding_parameter(model) if model is not None else "model.embed_tokens.weight",
+        "placement": "prepend to the token embeddings of every request, in front of the rendered task template",
+        "task": task_record(task_config, tokenizer, int(meta.get("max_length") or 256)) if tokenizer is not None else None,
+        "vllm": {"min_version": MIN_VLLM, "api": "completions", "server_flag": "--enable-prompt-embeds",
+                 "request_field": "prompt_embeds", "encoding": "base64 of torch.save(tensor [p + T, d])"},
     }
+    template = task_config.template.replace("\n", "\\n")
     with atomic_dir(out) as tmp:
         save_file({TENSOR_KEY: vectors}, str(tmp / TENSOR_FILE), metadata={"base_fingerprint": info["base_fingerprint"]})
         write_json(tmp / INFO_FILE, info)
         write_text(tmp / "README.md", README.format(tensor=TENSOR_FILE, key=TENSOR_KEY, shape=tuple(vectors.shape), dtype=info["dtype"],
-                                                    base=info["base_model"], fingerprint=info["base_fingerprint"][:12]))
+                                                    base=base, fingerprint=info["base_fingerprint"][:12], template=template,
+                                                    labels=task_config.label_words, generic=task_config.generic_labels,
+                                                    min_vllm=MIN_VLLM))
+        if info["task"] is not None:
+            write_text(tmp / CLIENT_FILE, CLIENT % {"min_vllm": MIN_VLLM})
     return out
 
 

@@ -62,15 +62,16 @@ def cmd_export_vllm(args) -> int:
     from spul.artifacts import read_metadata
     from spul.methods.registry import load_intervention
     from spul.models.loading import ModelConfig, load_model
-    from spul.serving.vllm_export import export_vllm
+    from spul.serving.vllm_export import MIN_VLLM, export_vllm
 
     meta = read_metadata(args.artifact)
     name = args.model or meta.get("base_model", "")
     model, tokenizer = load_model(ModelConfig(name_or_path=name, dtype=args.dtype, device="cpu"))
     intervention = load_intervention(args.artifact, model, tokenizer=tokenizer, model_name=name)
-    out = export_vllm(intervention, meta, args.out)
+    out = export_vllm(intervention, meta, args.out, tokenizer=tokenizer, model=model, base_model=name)
     vectors = intervention.vectors
-    print(f"exported soft prompt {tuple(vectors.shape)} {vectors.dtype} → {out} (see {out}/README.md)")
+    print(f"exported soft prompt {tuple(vectors.shape)} {vectors.dtype} → {out}: vllm serve with --enable-prompt-embeds "
+          f"(vLLM >= {MIN_VLLM}, Completions API), then python {out}/client.py --url URL TEXT (see {out}/README.md)")
     return 0
 
 
@@ -96,7 +97,8 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_serve)
 
     e = subparsers.add_parser("export-vllm", help="write an artifact's soft prompt for vLLM prompt embeds",
-                              description="Write the soft prompt as [p, d] safetensors plus instructions for vLLM --enable-prompt-embeds.")
+                              description="Write the soft prompt as [p, d] safetensors, the task template and a client.py that sends "
+                                           "template + prompt through vLLM's Completions API (--enable-prompt-embeds, vLLM >= 0.11).")
     e.add_argument("artifact", help="artifact folder written by spul unlearn")
     e.add_argument("out", help="output folder")
     e.add_argument("--model", help="base model (default: the artifact's base_model)")
