@@ -177,12 +177,10 @@ def test_no_chat_template_is_a_clear_400(tiny_model_dir, artifacts):
 
 def test_eco_generation_corrupts_the_prefill_only(oa_server):
     """Through ``model.generate`` an ECO guard corrupts flagged prompts once (prefill), never the decode steps."""
-    from spul.methods.eco.config import CorruptionConfig
-    from spul.methods.eco.corruptions import Corruption
-    from spul.methods.eco.hooks import EmbeddingGuard
+    from spul.interventions import Gated
+    from spul.interventions.corruption import Corruption, CorruptionConfig, EmbeddingCorruption, EmbeddingGuard
     from spul.serving.batching import Job, JobKind
     from spul.serving.generation import run_generation
-    from spul.serving.policies import EcoPolicy
 
     class Keyword:  # the prompt classifier's decision, without a sentence encoder
         def flags(self, texts):
@@ -191,7 +189,7 @@ def test_eco_generation_corrupts_the_prefill_only(oa_server):
     reg = oa_server.service.registry
     guard = EmbeddingGuard(Corruption(CorruptionConfig(name="noise", dims=0, select="first", sigma=5.0, seed=0)),
                            pad_token_id=reg.tokenizer.pad_token_id)
-    eco = EcoPolicy("eco", Keyword(), guard, None, {})
+    eco = Gated("eco", EmbeddingCorruption("eco", guard), Keyword(), kind="eco")
     texts = ["the acting was great", "Alice Smith loved this film ."]
     jobs = [Job(JobKind.GENERATE, eco, [(reg.tokenizer(t).input_ids, 6, t)]) for t in texts]
     out = run_generation(reg.model, reg.tokenizer, eco, jobs)

@@ -29,7 +29,7 @@ def _shared_encoder(encoder: str | None) -> EmbedFn:
     config specifies), which skips the sentence-transformers import (seconds on a busy CPU); any other
     encoder goes through ``spul.data.builders.load_encoder``.
     """
-    from spul.data.builders import default_encoder_path, load_encoder
+    from spul.data.embeddings import default_encoder_path, load_encoder
 
     if encoder is not None:
         return load_encoder(encoder)
