@@ -16,6 +16,7 @@ from spul.errors import ArtifactError
 from spul.io import atomic_dir, read_json, write_json
 
 METADATA = "spul.json"
+MAX_METADATA_BYTES = 4_000_000  # spul.json is a few KB; anything this large is not one
 
 
 def save_artifact(peft_model, folder: str | Path, metadata: dict[str, Any]) -> Path:
@@ -36,12 +37,22 @@ def read_metadata(folder: str | Path) -> dict[str, Any]:
         raise ArtifactError(f"artifact folder {str(folder)!r} does not exist", "check the path (spul unlearn writes OUTPUT_DIR/artifact)")
     if not path.is_file():
         raise ArtifactError(f"{str(folder)!r} has no {METADATA}; it is not a spul artifact", "point at the folder written by spul unlearn")
+    size = path.stat().st_size
+    if size > MAX_METADATA_BYTES:
+        raise ArtifactError(f"{str(path)!r} is {size} bytes, more than metadata can be ({MAX_METADATA_BYTES})",
+                            "point at a folder written by spul unlearn, or re-create the artifact")
     try:
         meta = read_json(path)
     except ValueError:
         raise ArtifactError(f"{str(path)!r} is not valid JSON (damaged artifact)", "re-run spul unlearn, or restore the artifact from a backup") from None
     if not isinstance(meta, dict) or "base_fingerprint" not in meta:
         raise ArtifactError(f"{str(path)!r} lacks the base model fingerprint", "re-create the artifact with spul unlearn")
+    if not isinstance(meta["base_fingerprint"], str) or not meta["base_fingerprint"]:
+        raise ArtifactError(f"{str(path)!r} has a base_fingerprint that is not a text ({type(meta['base_fingerprint']).__name__})",
+                            "re-create the artifact with spul unlearn (the metadata was edited or damaged)")
+    for key in ("base_model", "method"):
+        if key in meta and not isinstance(meta[key], str):
+            raise ArtifactError(f"{str(path)!r} has a {key} that is not a text", "re-create the artifact with spul unlearn")
     return meta
 
 

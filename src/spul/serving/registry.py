@@ -57,14 +57,26 @@ def artifact_vectors(model, folder: str | Path, fingerprint: str, model_name: st
     return vectors, meta
 
 
-def _task_of(meta: dict[str, Any], folder: str | Path) -> TaskConfig | None:
-    """The task the artifact was trained for (its template and labels), when recorded."""
+def _task_of(meta: dict[str, Any], folder: str | Path, tokenizer=None, max_length: int = 256) -> TaskConfig | None:
+    """The task the artifact was trained for (its template and labels), when recorded; with ``tokenizer``
+    also checked to encode with it (label words it lacks would otherwise fail every request later)."""
     if not isinstance(meta.get("task"), dict):
         return None
     try:
-        return from_dict(TaskConfig, meta["task"])
+        task = from_dict(TaskConfig, meta["task"])
     except Exception as err:  # noqa: BLE001 - any malformed task section refuses the artifact
         raise ArtifactError(f"artifact {str(folder)!r} has an invalid task section ({str(err)[:120]})", "re-create it") from None
+    if tokenizer is not None:
+        from spul.data.encoding import TaskEncoder
+        from spul.data.tasks import Task
+        from spul.errors import SpulError
+
+        try:
+            TaskEncoder(Task(task), tokenizer, max_length)
+        except SpulError as err:
+            raise ArtifactError(f"artifact {str(folder)!r}: its task does not work with this model's tokenizer ({err.problem[:150]})",
+                                "re-create the artifact for this model, or fix its task.label_words") from None
+    return task
 
 
 class Registry:
@@ -107,8 +119,8 @@ class Registry:
             with self._lock:
                 self._policies[name] = policy
             return policy
+        task = _task_of(read_metadata(folder), folder, self.tokenizer, self.max_length)  # before the (slower) weights
         vectors, meta = artifact_vectors(self.model, folder, self.fingerprint, self.model_name)
-        task = _task_of(meta, folder)
         prefix = PrefixCache(self.model, vectors) if self.prefix_cache else None
         info = {"folder": str(folder), "created": meta.get("created"), "method": meta.get("method", "spul"),
                 "task_kind": task.kind.value if task else None}
@@ -131,7 +143,7 @@ class Registry:
         except Exception as err:  # noqa: BLE001 - a malformed ECO artifact is refused, not fatal
             raise ArtifactError(f"ECO artifact {str(folder)!r} could not be loaded ({str(err).splitlines()[0][:150] if str(err) else type(err).__name__})",
                                 "re-create it with spul eco") from None
-        task = _task_of(meta, folder)
+        task = _task_of(meta, folder, self.tokenizer, self.max_length)
         info = {"folder": str(folder), "created": meta.get("created"), "method": "eco",
                 "task_kind": task.kind.value if task else None, "corruption": meta.get("corruption", {}).get("name")}
         return EcoPolicy(name, classifier, guard, task, info)
@@ -156,4 +168,7 @@ class Registry:
             except (ArtifactError, ConfigError) as err:
                 log.error("artifact %s refused: %s", name, err)
                 errors.append(f"{name}: {err}")
+            except Exception as err:  # noqa: BLE001 - one unreadable artifact must not stop the server starting
+                log.error("artifact %s refused: %r", name, err)
+                errors.append(f"{name}: artifact {str(folder)!r} could not be loaded ({type(err).__name__}) — fix: re-create it with spul unlearn")
         return errors
