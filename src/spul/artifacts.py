@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from spul import __version__
 from spul.errors import ArtifactError
 from spul.io import atomic_dir, read_json, write_json
@@ -75,7 +77,12 @@ def load_soft_prompt(model, folder: str | Path, fingerprint: str | None = None, 
     check_base(meta, fingerprint or weights_fingerprint(model), model_name or meta.get("base_model", ""))
     try:
         peft_model = PeftModel.from_pretrained(model, str(folder), is_trainable=False)
-    except (ValueError, OSError, RuntimeError, KeyError) as err:
-        raise ArtifactError(f"artifact {str(folder)!r} could not be loaded ({str(err).splitlines()[0][:150]})", "re-create it with spul unlearn") from None
+    except Exception as err:  # noqa: BLE001 - a damaged adapter (truncated safetensors, bad JSON, ...) refuses the artifact
+        first = str(err).splitlines()[0][:150] if str(err) else type(err).__name__
+        raise ArtifactError(f"artifact {str(folder)!r} could not be loaded ({first})", "re-create it with spul unlearn") from None
     peft_model.eval()
+    with torch.no_grad():
+        finite = bool(torch.isfinite(peft_model.get_prompt(batch_size=1)).all())
+    if not finite:
+        raise ArtifactError(f"artifact {str(folder)!r} holds NaN or infinite prompt values", "re-train it (the training diverged), e.g. with a lower learning rate")
     return peft_model, meta

@@ -194,8 +194,12 @@ def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
 def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config file {str(path)!r} is a folder", "point --config at the YAML file itself")
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist", "check the path, or run without --config for the defaults")
+    if path.stat().st_size > 10_000_000:
+        raise ConfigError(f"config file {str(path)!r} is larger than 10 MB", "point --config at the YAML config file")
     try:
         data = safe_load_unique(path.read_text(encoding="utf-8"))
     except DuplicateKeyError as err:

@@ -62,7 +62,7 @@ def prepare(cfg: RunConfig) -> UnlearningData:
     """Load and validate the four splits and record them (with fingerprints) under ``output_dir/data``."""
     data = load_unlearning_data(cfg.data, Task(cfg.task))
     if is_main_process():  # under DDP every process loads the data; one records it
-        write_splits(data, cfg.out / "data", {"config": to_dict(cfg.data)})
+        write_splits(data, cfg.out / "data", {"config": to_dict(cfg.data), "warnings": data.warn_overlaps()})
     return data
 
 
@@ -106,11 +106,14 @@ def unlearn(cfg: RunConfig, data: UnlearningData | None = None, base: str | None
             callbacks: list | None = None) -> Path:
     """Train the soft prompt against the frozen base model and save the artifact.
 
-    With ``resume`` (the default) training continues from the newest checkpoint in ``output_dir/unlearn``.
-    ``callbacks`` are extra ``transformers.TrainerCallback``s (progress hooks, early stopping, tests).
+    With ``resume`` (the default) training continues from the newest checkpoint in ``output_dir/unlearn``, if
+    those checkpoints were made from the same inputs (``spul.resume``; otherwise a ``ConfigError`` says what
+    changed), and an artifact already finished from the same inputs is returned as it is. ``resume=False``
+    starts over. ``callbacks`` are extra ``transformers.TrainerCallback``s (progress hooks, early stopping, tests).
     """
     from transformers.trainer_utils import get_last_checkpoint
 
+    from spul import resume as resume_keys
     from spul.artifacts import save_artifact
     from spul.methods.sharding import shard_frozen_base, sharding_requested
     from spul.methods.spul import SpulTrainer
@@ -128,6 +131,10 @@ def unlearn(cfg: RunConfig, data: UnlearningData | None = None, base: str | None
         model_cfg.device = "cpu"
     model, tokenizer = load_model(model_cfg)
     fingerprint = weights_fingerprint(model)
+    inputs = unlearn_inputs(cfg, base, fingerprint, data)
+    if resume and resume_keys.artifact_is_current(_existing_metadata(cfg.out / "artifact"), inputs):
+        log.info("artifact is up to date for these inputs: %s", cfg.out / "artifact")
+        return cfg.out / "artifact"
     task = Task(cfg.task)
     encoder = TaskEncoder(task, tokenizer, cfg.model.max_length)
     examples = build_examples(data, encoder, forget_target="generic", seed=ucfg.seed)
@@ -141,7 +148,9 @@ def unlearn(cfg: RunConfig, data: UnlearningData | None = None, base: str | None
         log.info("frozen weights sharded over %(processes)d processes: %(frozen_parameters_here)d of %(frozen_parameters)d here", sharding)
     trainer = SpulTrainer(model=peft_model, args=args, train_dataset=AnswerDataset(examples), data_collator=AnswerCollator(tokenizer.pad_token_id),
                           callbacks=callbacks)
-    last = get_last_checkpoint(str(workdir / "checkpoints")) if resume and (workdir / "checkpoints").is_dir() else None
+    checkpoints = workdir / "checkpoints"
+    resuming = resume_keys.prepare_checkpoints(checkpoints, inputs, resume, "unlearn") if is_main_process() else resume
+    last = get_last_checkpoint(str(checkpoints)) if resuming and checkpoints.is_dir() else None
     started = time.time()
     result = trainer.train(resume_from_checkpoint=last)
     seconds = time.time() - started
@@ -159,11 +168,35 @@ def unlearn(cfg: RunConfig, data: UnlearningData | None = None, base: str | None
         "data": {"source": data.source, "sizes": data.sizes(), "fingerprints": data.fingerprints()},
         "trainable_parameters": count_trainable(peft_model),
         "training": {"seconds": round(seconds, 1), "steps": trainer.state.global_step, "resumed_from": last,
-                     "final_loss": round(float(result.training_loss), 5), "sharding": sharding},
+                     "final_loss": round(float(result.training_loss), 5), "sharding": sharding,
+                     "complete": trainer.state.global_step >= trainer.state.max_steps},
+        "resume_key": resume_keys.resume_key(inputs),
     }
     if not trainer.is_world_process_zero():  # under DDP the main process writes the artifact
         return cfg.out / "artifact"
     return save_artifact(peft_model, cfg.out / "artifact", meta)
+
+
+# settings that change how a run is watched or saved, not what it computes
+_NOT_RESULT_SETTINGS = ("progress_bar", "save_steps", "save_total_limit", "logging_steps")
+
+
+def unlearn_inputs(cfg: RunConfig, base: str, fingerprint: str, data: UnlearningData) -> dict[str, Any]:
+    """Everything that decides the trained soft prompt: the resume key of ``unlearn`` (``spul.resume``)."""
+    hyper = {k: v for k, v in to_dict(cfg.unlearn).items() if k not in _NOT_RESULT_SETTINGS}
+    model = {k: v for k, v in to_dict(cfg.model).items() if k != "name_or_path"}
+    return {"base": base, "base_fingerprint": fingerprint, "model": model, "task": to_dict(cfg.task),
+            "data": data.fingerprints(), "unlearn": hyper}
+
+
+def _existing_metadata(folder: Path) -> dict[str, Any] | None:
+    from spul.artifacts import read_metadata
+    from spul.errors import ArtifactError
+
+    try:
+        return read_metadata(folder) if folder.is_dir() else None
+    except ArtifactError:
+        return None
 
 
 def evaluate(cfg: RunConfig, data: UnlearningData | None = None, artifact: str | Path | None = None,
@@ -205,10 +238,9 @@ def evaluate(cfg: RunConfig, data: UnlearningData | None = None, artifact: str |
     return results
 
 
-def run(cfg: RunConfig) -> list[ModelResult]:
-    """prepare → finetune → unlearn → evaluate, resuming any step already done."""
+def run(cfg: RunConfig, resume: bool = True) -> list[ModelResult]:
+    """prepare → finetune → unlearn → evaluate, resuming any step already done (for the same inputs)."""
     cfg.out.mkdir(parents=True, exist_ok=True)
-    write_text(cfg.out / "config.yaml", dump_yaml(cfg))
     timings: dict[str, float] = {}
     t = time.time()
     data = prepare(cfg)
@@ -217,8 +249,10 @@ def run(cfg: RunConfig) -> list[ModelResult]:
     base = finetune(cfg, data)
     timings["finetune"] = time.time() - t
     t = time.time()
-    artifact = unlearn(cfg, data, base)
+    artifact = unlearn(cfg, data, base, resume=resume)
     timings["unlearn"] = time.time() - t
+    # recorded once training accepted these settings: a refused re-run leaves the earlier record as it was
+    write_text(cfg.out / "config.yaml", dump_yaml(cfg))
     t = time.time()
     results = evaluate(cfg, data, artifact, base)
     timings["evaluate"] = time.time() - t

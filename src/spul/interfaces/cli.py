@@ -82,7 +82,7 @@ def cmd_run(args) -> int:
 
     cfg = _load(args)
     started = time.time()
-    results = run(cfg)
+    results = run(cfg, resume=not args.no_resume)
     print()
     print(summary(results))
     print(f"\nwall time {time.time() - started:.0f} s; full report (with F1): {cfg.out / 'report' / 'results.md'}")
@@ -121,8 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (func, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         add_config_arguments(p)
-        if name == "unlearn":
-            p.add_argument("--no-resume", action="store_true", help="start over instead of resuming from the last checkpoint")
+        if name in ("unlearn", "run"):
+            p.add_argument("--no-resume", action="store_true",
+                           help="start training over (deleting old checkpoints) instead of resuming from the last checkpoint")
         if name == "evaluate":
             p.add_argument("--artifact", help="artifact folder (default: OUTPUT_DIR/artifact when present)")
             p.add_argument("--base", help="base model to evaluate (default: the artifact's base model)")
@@ -170,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"spul: error: {err}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
-        print("spul: interrupted; finished steps and checkpoints are kept, run the same command again to resume", file=sys.stderr)
+        print("spul: interrupted; finished steps and complete checkpoints are kept — run the same command again (same settings) to resume",
+              file=sys.stderr)
         return 130
     except MemoryError:
         print("spul: error: out of memory — fix: lower the batch size (e.g. unlearn.batch_size=8) or model.max_length", file=sys.stderr)
@@ -181,6 +183,12 @@ def main(argv: list[str] | None = None) -> int:
         if any(m in str(err).lower() for m in ("out of memory", "can't allocate memory", "not enough memory")):
             print("spul: error: out of memory on the device — fix: lower the batch size or max_length, or enable gradient checkpointing", file=sys.stderr)
             return 3
+        from spul.interfaces.explain import explain
+
+        explained = explain(err)
+        if explained:
+            print(f"spul: error: {explained[0]}", file=sys.stderr)
+            return explained[1]
         first = str(err).splitlines()[0][:300] if str(err) else ""
         print(f"spul: error: unexpected {type(err).__name__}: {first} — fix: re-run with -v for the full traceback and report it", file=sys.stderr)
         return 1
