@@ -580,3 +580,21 @@ def test_disk_full_while_writing_says_so(workspace, capsys, monkeypatch):
     rc, err = run_cli(["prepare", "--config", str(workspace["config"])], capsys)
     assert_one_line_error(rc, err, ("no space left", "free disk space"))
     assert_untouched(workspace["out"], before)
+
+
+def test_conflicting_rows_and_train_test_overlap_are_flagged(workspace, capsys, caplog):
+    """Allowed (real data sets have both) but never silent: a warning each, and counts in the manifest."""
+    forget = pd.read_csv(workspace["data"] / "train_forget.csv")
+    retain = pd.read_csv(workspace["data"] / "train_retain.csv")
+    clash = retain.head(1).assign(label=1 - retain["label"].iloc[0])
+    pd.concat([retain, clash]).to_csv(workspace["data"] / "train_retain.csv", index=False)  # same text, other label
+    test_forget = pd.read_csv(workspace["data"] / "test_forget.csv")
+    pd.concat([test_forget, forget.head(2)]).to_csv(workspace["data"] / "test_forget.csv", index=False)  # train rows in test
+    with caplog.at_level("WARNING", logger="spul.data.splits"):
+        rc, err = run_cli(["prepare", "--config", str(workspace["config"])], capsys)
+    assert rc == 0, err
+    messages = " ".join(r.getMessage() for r in caplog.records)
+    assert "different labels" in messages and "train_retain" in messages
+    assert "both train_forget and test_forget" in messages
+    manifest = json.loads((workspace["out"] / "data" / "manifest.json").read_text())
+    assert manifest["warnings"] == {"conflicting_labels.train_retain": 1, "train_test_overlap.forget": 2}
