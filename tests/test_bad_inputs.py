@@ -285,6 +285,19 @@ def _split_is_folder(ws):
     return []
 
 
+def _earlier_finetune_checkpoints(ws):
+    """An earlier fine-tune whose model was lost (e.g. interrupted at the save): only its checkpoints remain."""
+    from spul.configuration import load_config
+    from spul.pipeline import RunConfig, finetune
+
+    overrides = ["finetune.enabled=true", "finetune.max_steps=2", "finetune.save_steps=1", "finetune.batch_size=8", "finetune.lora_r=2",
+                 "finetune.progress_bar=false"]
+    finetune(load_config(RunConfig, ws["config"], overrides + ["finetune.learning_rate=1e-3"]))
+    shutil.rmtree(ws["out"] / "familiarized" / "model")
+    (ws["out"] / "familiarized" / "done.json").unlink()
+    return overrides + ["finetune.learning_rate=5e-3"]
+
+
 def _earlier_checkpoints(ws):
     """An earlier unlearn run in the same output folder (4 steps, checkpoints kept) with lr 1e-2."""
     from spul.configuration import load_config
@@ -401,6 +414,8 @@ CASES = [
     # resume
     Case("resume_with_changed_lr", "unlearn again in the same output_dir with a new learning rate", "unlearn",
          setup=_earlier_checkpoints, needles=("other inputs", "learning_rate", "--no-resume")),
+    Case("finetune_resume_with_changed_lr", "finetune again in the same output_dir with a new learning rate (an earlier one was interrupted)",
+         "finetune", setup=_earlier_finetune_checkpoints, needles=("finetune checkpoints", "other inputs", "finetune.learning_rate", "--no-resume")),
     Case("run_resume_with_changed_lr", "spul run again in the same output_dir with a new learning rate", "run",
          setup=_earlier_checkpoints, needles=("other inputs", "learning_rate", "--no-resume")),
 ]

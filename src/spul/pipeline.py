@@ -66,6 +66,10 @@ def prepare(cfg: RunConfig) -> UnlearningData:
     return data
 
 
+# settings that change how a run is watched or saved, not what it computes
+_NOT_RESULT_SETTINGS = ("progress_bar", "save_steps", "save_total_limit", "logging_steps")
+
+
 def _step_key(*parts: Any) -> str:
     return sha256_text(*(repr(p) for p in parts))[:16]
 
@@ -77,8 +81,12 @@ def base_model_path(cfg: RunConfig) -> str:
     return str(cfg.out / "familiarized" / ("model" if cfg.finetune.merge else "adapter"))
 
 
-def finetune(cfg: RunConfig, data: UnlearningData | None = None) -> str:
-    """Familiarise the base model with the task (LoRA); reuse an earlier result for the same inputs."""
+def finetune(cfg: RunConfig, data: UnlearningData | None = None, resume: bool = True) -> str:
+    """Familiarise the base model with the task (LoRA); reuse an earlier result for the same inputs.
+
+    Its checkpoints carry a resume key too: checkpoints of other inputs are refused (``resume=False`` starts over).
+    """
+    from spul import resume as resume_keys
     from spul.methods.finetune import familiarize
 
     if not cfg.finetune.enabled:
@@ -90,8 +98,11 @@ def finetune(cfg: RunConfig, data: UnlearningData | None = None) -> str:
     if stamp.is_file() and read_json(stamp).get("key") == key and Path(base_model_path(cfg)).is_dir():
         log.info("familiarised model is up to date: %s", base_model_path(cfg))
         return base_model_path(cfg)
+    inputs = {"model": to_dict(cfg.model), "task": to_dict(cfg.task), "data": data.fingerprints(),
+              "finetune": {k: v for k, v in to_dict(cfg.finetune).items() if k not in _NOT_RESULT_SETTINGS}}
+    resuming = resume_keys.prepare_checkpoints(folder / "checkpoints", inputs, resume, "finetune") if is_main_process() else resume
     started = time.time()
-    path = familiarize(cfg.model, Task(cfg.task), data, cfg.finetune, folder)
+    path = familiarize(cfg.model, Task(cfg.task), data, cfg.finetune, folder, resume=resuming)
     write_json(stamp, {"key": key, "path": str(path), "seconds": round(time.time() - started, 1)})
     return str(path)
 
@@ -177,10 +188,6 @@ def unlearn(cfg: RunConfig, data: UnlearningData | None = None, base: str | None
     return save_artifact(peft_model, cfg.out / "artifact", meta)
 
 
-# settings that change how a run is watched or saved, not what it computes
-_NOT_RESULT_SETTINGS = ("progress_bar", "save_steps", "save_total_limit", "logging_steps")
-
-
 def unlearn_inputs(cfg: RunConfig, base: str, fingerprint: str, data: UnlearningData) -> dict[str, Any]:
     """Everything that decides the trained soft prompt: the resume key of ``unlearn`` (``spul.resume``)."""
     hyper = {k: v for k, v in to_dict(cfg.unlearn).items() if k not in _NOT_RESULT_SETTINGS}
@@ -246,7 +253,7 @@ def run(cfg: RunConfig, resume: bool = True) -> list[ModelResult]:
     data = prepare(cfg)
     timings["prepare"] = time.time() - t
     t = time.time()
-    base = finetune(cfg, data)
+    base = finetune(cfg, data, resume=resume)
     timings["finetune"] = time.time() - t
     t = time.time()
     artifact = unlearn(cfg, data, base, resume=resume)

@@ -53,7 +53,7 @@ def cmd_prepare(args) -> int:
 def cmd_finetune(args) -> int:
     from spul.pipeline import finetune
 
-    print(f"familiarized model: {finetune(_load(args))}")
+    print(f"familiarized model: {finetune(_load(args), resume=not args.no_resume)}")
     return 0
 
 
@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (func, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         add_config_arguments(p)
-        if name in ("unlearn", "run"):
+        if name in ("finetune", "unlearn", "run"):
             p.add_argument("--no-resume", action="store_true",
                            help="start training over (deleting old checkpoints) instead of resuming from the last checkpoint")
         if name == "evaluate":
