@@ -19,6 +19,10 @@ from spul.io import read_json, sha256_text, write_json
 STAMP = "resume.json"
 
 
+class StaleCheckpoints(ConfigError):
+    """Checkpoints in the folder were made from other inputs than the run asks for."""
+
+
 def flatten(inputs: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """``{"unlearn": {"alpha": 0.5}}`` → ``{"unlearn.alpha": 0.5}``."""
     flat: dict[str, Any] = {}
@@ -69,7 +73,7 @@ def prepare_checkpoints(folder: str | Path, inputs: dict[str, Any], resume: bool
             recorded = read_json(stamp) if stamp.is_file() else {}
             if recorded.get("key") == key:
                 return True
-            raise ConfigError(
+            raise StaleCheckpoints(
                 f"{str(folder)!r} holds {what} checkpoints made with other inputs ({_changes(recorded.get('inputs') or {}, flat)})",
                 "use a new output_dir for the new settings, or add --no-resume to start over (the old checkpoints are then deleted)",
             )

@@ -242,9 +242,14 @@ class ExperimentRunner:
     def _train_spul(self, mcfg, train_data: UnlearningData, base: str, work: Path) -> Path:
         from spul import pipeline
 
+        from spul.resume import StaleCheckpoints
+
         run = self.cfg.run_config(str(work))
         run.unlearn = mcfg
-        return pipeline.unlearn(run, train_data, base, resume=True)
+        try:
+            return pipeline.unlearn(run, train_data, base, resume=True)
+        except StaleCheckpoints:  # a changed setting recomputes the cell: its work folder is scratch space
+            return pipeline.unlearn(run, train_data, base, resume=False)
 
     # -- the whole experiment -------------------------------------------------------------------------------
     def run(self) -> ExperimentOutcome:
