@@ -188,15 +188,12 @@ def abuser(port: int, stop, counts) -> None:
 
 def cpu_name() -> str:
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                flags = open("/proc/cpuinfo").read()
-                isa = "AVX512-BF16" if "avx512_bf16" in flags else ("AVX2" if "avx2" in flags else "no AVX2")
-                return f"{name}, {os.cpu_count()} cores visible, {isa}"
+        info = Path("/proc/cpuinfo").read_text()
     except OSError:
-        pass
-    return platform.processor() or "unknown"
+        return platform.processor() or "unknown"
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "unknown")
+    isa = "AVX512-BF16" if "avx512_bf16" in info else ("AVX2" if "avx2" in info else "no AVX2")
+    return f"{name}, {os.cpu_count()} cores visible, {isa}"
 
 
 def main() -> None:

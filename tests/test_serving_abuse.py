@@ -17,7 +17,6 @@ import time
 
 import httpx
 import pytest
-
 from test_serving import ADMIN, KEY_A, KEY_BASE, TEXTS, Running, _h, _service, artifacts  # noqa: F401 - fixture
 
 BODY_1MB = json.dumps({"texts": [1] * 333_000}).encode()  # ~1 MB of numbers where strings belong
@@ -76,7 +75,7 @@ def _keep_sending(sock: socket.socket, total: int, chunked: bool) -> int:
             data = (f"{len(piece):x}\r\n".encode() + piece + b"\r\n") if chunked else piece
             sock.sendall(data)
             sent += len(piece)
-    except (BrokenPipeError, ConnectionResetError, socket.timeout, OSError):
+    except (TimeoutError, BrokenPipeError, ConnectionResetError, OSError):
         pass
     return sent
 
@@ -208,7 +207,7 @@ def test_batcher_isolates_a_request_that_breaks_the_runner():
         finally:
             await batcher.stop()
 
-    results, batches = asyncio.run(main())
+    results, _ = asyncio.run(main())
     assert results[0] == [2] and results[1] == [3] and results[3] == [1]
     assert isinstance(results[2], JobFailed) and results[2].status == 422 and "\ud800" not in results[2].detail
 
@@ -279,10 +278,10 @@ def test_artifact_paths_are_confined_to_the_artifact_root(server, artifacts, tmp
 def test_slow_headers_are_dropped(server):
     """A client that trickles its headers is disconnected after the header timeout (spul serve's protocol)."""
     import uvicorn
+    from test_serving import _free_port
 
     from spul.serving.app import create_app
     from spul.serving.guard import header_timeout_protocol
-    from test_serving import _free_port
 
     port = _free_port()
     srv = uvicorn.Server(uvicorn.Config(create_app(server.service), host="127.0.0.1", port=port, log_level="error",

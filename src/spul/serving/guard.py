@@ -17,7 +17,8 @@ between requests), so slow clients cannot pile up open connections.
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 MAX_DETAIL_CHARS = 300  # longest single message in an error body
 
