@@ -222,8 +222,9 @@ class AnswerTrainer(Trainer):
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
         super()._save(output_dir, state_dict)
         output_dir = output_dir or self.args.output_dir
-        if self.args.should_save and self._simple_saving():
+        if self.args.should_save and not self.is_deepspeed_enabled and not self.is_fsdp_enabled:
             # everything training updates, as it is: a P-tuning adapter file holds only the encoder's *output*
+            # (under DDP and spul's frozen-weight sharding the trainable parameters are whole on every process)
             safe_checkpoint.save_trainable(self.model, output_dir)
         pickled = os.path.join(output_dir, "training_args.bin")
         if self.args.should_save and os.path.isfile(pickled):
