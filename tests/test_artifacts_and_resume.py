@@ -74,10 +74,12 @@ def test_damaged_artifact_gives_a_clear_error(trained, tmp_path):
         read_metadata(tmp_path / "missing")
 
 
-def test_interrupted_training_resumes_to_the_same_prompt(tmp_path, tiny_model_dir):
+@pytest.mark.parametrize("encoder", ["prompt_tuning", "p_tuning"])
+def test_interrupted_training_resumes_to_the_same_prompt(tmp_path, tiny_model_dir, encoder):
     from spul.pipeline import unlearn
 
-    settings = {"finetune": {"enabled": False}, "unlearn": {"num_epochs": 2, "save_steps": 3, "seed": 5}}
+    settings = {"finetune": {"enabled": False},
+                "unlearn": {"num_epochs": 2, "save_steps": 3, "seed": 5, "prompt_encoder": encoder, "encoder_hidden_size": 16}}
     full = unlearn(tiny_run_config(tmp_path / "full", tiny_model_dir, **settings), resume=False)
     # a run that dies right after its first checkpoint (step 3), then the same command again
     from transformers import TrainerCallback
@@ -98,3 +100,57 @@ def test_interrupted_training_resumes_to_the_same_prompt(tmp_path, tiny_model_di
     b = load_file(str(resumed / "adapter_model.safetensors"))
     for key in a:
         assert torch.allclose(a[key], b[key], atol=1e-6), key
+
+    # the same command once more: the finished artifact is kept as it is, byte for byte
+    before = {p.name: p.read_bytes() for p in resumed.iterdir()}
+    again = unlearn(part_cfg)
+    assert {p.name: p.read_bytes() for p in again.iterdir()} == before
+
+
+def _p_tuning_settings(**unlearn):
+    return {"finetune": {"enabled": False},
+            "unlearn": {"prompt_encoder": "p_tuning", "encoder_hidden_size": 16, "max_steps": 4, "save_steps": 2, **unlearn}}
+
+
+def test_changed_inputs_are_refused_not_silently_resumed(tmp_path, tiny_model_dir, capsys):
+    """A new learning rate, alpha or data in the same output folder must not reuse the old checkpoints."""
+    from spul.configuration import dump_yaml
+    from spul.errors import ConfigError
+    from spul.interfaces.cli import main
+    from spul.pipeline import unlearn
+
+    cfg = tiny_run_config(tmp_path, tiny_model_dir, **_p_tuning_settings())
+    first = unlearn(cfg)
+    before = {p.name: p.read_bytes() for p in first.iterdir()}
+    for change, word in ((dict(learning_rate=5e-2), "learning_rate"), (dict(alpha=0.9), "alpha"), (dict(beta=0.1), "beta")):
+        changed = tiny_run_config(tmp_path, tiny_model_dir, **_p_tuning_settings(**change))
+        with pytest.raises(ConfigError, match=f"other inputs .*{word}.*--no-resume"):
+            unlearn(changed)
+    more_data = tiny_run_config(tmp_path, tiny_model_dir, **_p_tuning_settings(),
+                                data={"limits": {"train_forget": 12, "train_retain": 32, "test_forget": 8, "test_retain": 16}})
+    with pytest.raises(ConfigError, match="data.train_forget"):
+        unlearn(more_data)
+    assert {p.name: p.read_bytes() for p in first.iterdir()} == before  # nothing lost
+    # the same through the CLI (spul run too): one line, exit 2
+    path = tmp_path / "changed.yaml"
+    path.write_text(dump_yaml(tiny_run_config(tmp_path, tiny_model_dir, **_p_tuning_settings(learning_rate=5e-2))))
+    for command in ("unlearn", "run"):
+        capsys.readouterr()
+        assert main([command, "--config", str(path)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "learning_rate" in err[0] and "--no-resume" in err[0], err
+    # --no-resume starts over with the new settings
+    changed = tiny_run_config(tmp_path, tiny_model_dir, **_p_tuning_settings(learning_rate=5e-2))
+    fresh = unlearn(changed, resume=False)
+    meta = json.loads((fresh / "spul.json").read_text())
+    assert meta["training"]["resumed_from"] is None and meta["hyperparameters"]["learning_rate"] == 5e-2
+    assert (fresh / "adapter_model.safetensors").read_bytes() != before["adapter_model.safetensors"]  # retrained
+
+
+def test_p_tuning_checkpoint_holds_the_encoder_weights(tmp_path, tiny_model_dir):
+    from spul.pipeline import unlearn
+
+    cfg = tiny_run_config(tmp_path, tiny_model_dir, **_p_tuning_settings())
+    unlearn(cfg)
+    state = load_file(str(cfg.out / "unlearn" / "checkpoints" / "checkpoint-4" / "trainable_state.safetensors"))
+    assert any("mlp_head" in name for name in state) and any("embedding" in name for name in state), sorted(state)

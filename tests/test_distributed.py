@@ -71,6 +71,8 @@ def test_two_processes_data_parallel_and_sharded_match_one_process(tmp_path, tin
         (tmp_path / f"{name}.yaml").write_text(dump_yaml(cfg))
         if name == "resumed":  # a run that stopped after step 4 of 6
             shutil.copytree(runs["sharded"] / "unlearn" / "checkpoints" / "checkpoint-4", cfg.out / "unlearn" / "checkpoints" / "checkpoint-4")
+            # with its resume key: checkpoints without one are refused rather than trusted (spul.resume)
+            shutil.copy(runs["sharded"] / "unlearn" / "checkpoints" / "resume.json", cfg.out / "unlearn" / "checkpoints" / "resume.json")
         _torchrun(tmp_path / f"{name}.yaml", tmp_path, port, **env)
         runs[name] = cfg.out
     resumed = runs.pop("resumed")

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from conftest import REPO, tiny_run_config
@@ -18,10 +19,11 @@ from conftest import REPO, tiny_run_config
 STEPS = 24
 
 
-def _cfg(tmp_path, tiny_model_dir, name, save_steps=10):
+def _cfg(tmp_path, tiny_model_dir, name, save_steps=10, encoder="prompt_tuning"):
     # save_steps changes nothing in the maths; the reference run skips checkpoints to save time
     return tiny_run_config(tmp_path / name, tiny_model_dir, finetune={"enabled": False},
-                           unlearn={"max_steps": STEPS, "save_steps": save_steps, "save_total_limit": 2, "logging_steps": 1000})
+                           unlearn={"max_steps": STEPS, "save_steps": save_steps, "save_total_limit": 2, "logging_steps": 1000,
+                                    "prompt_encoder": encoder, "encoder_hidden_size": 16})
 
 
 def _prompt(artifact: Path) -> torch.Tensor:
@@ -49,13 +51,15 @@ def test_state_codec_round_trips_optimizer_and_rng():
     assert (np.random.rand(), torch.rand(1).item(), __import__("random").random()) == a
 
 
-def test_kill_minus_9_then_resume_gives_the_uninterrupted_prompt(tmp_path, tiny_model_dir):
+@pytest.mark.parametrize("encoder", ["prompt_tuning", "p_tuning"])
+def test_kill_minus_9_then_resume_gives_the_uninterrupted_prompt(tmp_path, tiny_model_dir, encoder):
+    """P-tuning (the default encoder) trains an MLP: its weights, not only its output, must survive the kill."""
     from spul.configuration import dump_yaml
     from spul.pipeline import unlearn
 
-    reference = _prompt(unlearn(_cfg(tmp_path, tiny_model_dir, "straight", save_steps=1000)))
+    reference = _prompt(unlearn(_cfg(tmp_path, tiny_model_dir, "straight", save_steps=1000, encoder=encoder)))
 
-    cfg = _cfg(tmp_path, tiny_model_dir, "killed")
+    cfg = _cfg(tmp_path, tiny_model_dir, "killed", encoder=encoder)
     config_file = tmp_path / "killed.yaml"
     config_file.write_text(dump_yaml(cfg))
     ckpts = cfg.out / "unlearn" / "checkpoints"
@@ -74,7 +78,7 @@ def test_kill_minus_9_then_resume_gives_the_uninterrupted_prompt(tmp_path, tiny_
     for ckpt in done:  # every visible checkpoint is complete and pickle-free
         names = {p.name for p in ckpt.iterdir()}
         assert {"optimizer.json", "optimizer.safetensors", "scheduler.json", "rng_state.json", "trainer_state.json",
-                "adapter_model.safetensors", "training_args.json"} <= names, names
+                "adapter_model.safetensors", "training_args.json", "trainable_state.safetensors"} <= names, names
         assert not [n for n in names if n.endswith((".pth", ".pt", ".bin", ".pkl"))], names
 
     artifact = unlearn(cfg)  # the same command again: resumes from the last complete checkpoint

@@ -59,7 +59,8 @@ def _service(tiny_model_dir, artifacts, prefix_cache=True, **batch):
     errors = registry.load_startup({"a": str(artifacts["a"]), "foreign": str(artifacts["foreign"])})
     assert len(errors) == 1 and "foreign" in errors[0] and "fingerprint" in errors[0]
     keys = KeyTable(keys={KEY_A: "a", KEY_B: "b", KEY_BASE: "base"}, admin_keys=[ADMIN])
-    return Service(registry, keys, ServeConfig(max_texts=8, max_chars=500, max_new_tokens=8, batch=BatchConfig(**batch)))
+    return Service(registry, keys, ServeConfig(max_texts=8, max_chars=500, max_new_tokens=8, batch=BatchConfig(**batch),
+                                               artifact_root=str(artifacts["root"])))
 
 
 @pytest.fixture(scope="session")

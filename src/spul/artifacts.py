@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from spul import __version__
 from spul.configuration import from_dict
 from spul.data.tasks import TaskConfig
@@ -18,6 +20,7 @@ from spul.errors import ArtifactError
 from spul.io import atomic_dir, read_json, sha256_text, write_json
 
 METADATA = "spul.json"
+MAX_METADATA_BYTES = 4_000_000  # spul.json is a few KB; anything this large is not one
 
 
 def save_artifact(peft_model, folder: str | Path, metadata: dict[str, Any]) -> Path:
@@ -38,12 +41,22 @@ def read_metadata(folder: str | Path) -> dict[str, Any]:
         raise ArtifactError(f"artifact folder {str(folder)!r} does not exist", "check the path (spul unlearn writes OUTPUT_DIR/artifact)")
     if not path.is_file():
         raise ArtifactError(f"{str(folder)!r} has no {METADATA}; it is not a spul artifact", "point at the folder written by spul unlearn")
+    size = path.stat().st_size
+    if size > MAX_METADATA_BYTES:
+        raise ArtifactError(f"{str(path)!r} is {size} bytes, more than metadata can be ({MAX_METADATA_BYTES})",
+                            "point at a folder written by spul unlearn, or re-create the artifact")
     try:
         meta = read_json(path)
     except ValueError:
         raise ArtifactError(f"{str(path)!r} is not valid JSON (damaged artifact)", "re-run spul unlearn, or restore the artifact from a backup") from None
     if not isinstance(meta, dict) or "base_fingerprint" not in meta:
         raise ArtifactError(f"{str(path)!r} lacks the base model fingerprint", "re-create the artifact with spul unlearn")
+    if not isinstance(meta["base_fingerprint"], str) or not meta["base_fingerprint"]:
+        raise ArtifactError(f"{str(path)!r} has a base_fingerprint that is not a text ({type(meta['base_fingerprint']).__name__})",
+                            "re-create the artifact with spul unlearn (the metadata was edited or damaged)")
+    for key in ("base_model", "method"):
+        if key in meta and not isinstance(meta[key], str):
+            raise ArtifactError(f"{str(path)!r} has a {key} that is not a text", "re-create the artifact with spul unlearn")
     return meta
 
 
@@ -66,9 +79,14 @@ def load_soft_prompt(model, folder: str | Path, fingerprint: str | None = None, 
     check_base(meta, fingerprint or weights_fingerprint(model), model_name or meta.get("base_model", ""))
     try:
         peft_model = PeftModel.from_pretrained(model, str(folder), is_trainable=False)
-    except (ValueError, OSError, RuntimeError, KeyError) as err:
-        raise ArtifactError(f"artifact {str(folder)!r} could not be loaded ({str(err).splitlines()[0][:150]})", "re-create it with spul unlearn") from None
+    except Exception as err:  # noqa: BLE001 - a damaged adapter (truncated safetensors, bad JSON, ...) refuses the artifact
+        first = str(err).splitlines()[0][:150] if str(err) else type(err).__name__
+        raise ArtifactError(f"artifact {str(folder)!r} could not be loaded ({first})", "re-create it with spul unlearn") from None
     peft_model.eval()
+    with torch.no_grad():
+        finite = bool(torch.isfinite(peft_model.get_prompt(batch_size=1)).all())
+    if not finite:
+        raise ArtifactError(f"artifact {str(folder)!r} holds NaN or infinite prompt values", "re-train it (the training diverged), e.g. with a lower learning rate")
     return peft_model, meta
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 import os
 import types
 import typing
@@ -19,6 +20,33 @@ import yaml
 from spul.errors import ConfigError
 
 T = TypeVar("T")
+
+
+class DuplicateKeyError(yaml.constructor.ConstructorError):
+    """A mapping names the same key twice (plain YAML would silently keep only the last one)."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses duplicate keys in any mapping."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                hash(key)
+            except TypeError:
+                continue  # the base loader reports unhashable keys itself
+            if key in seen:
+                raise DuplicateKeyError(None, None, f"key {key!r} appears twice (lines {seen[key] + 1} and {key_node.start_mark.line + 1})",
+                                        key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def safe_load_unique(text: str) -> Any:
+    """``yaml.safe_load`` that raises ``DuplicateKeyError`` when a mapping repeats a key."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 def _strip_optional(tp: Any) -> tuple[Any, bool]:
@@ -78,6 +106,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             number = float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"config key '{key}' must be a {tp.__name__}, got {value!r}", f"write a {tp.__name__}") from None
+        if not math.isfinite(number):
+            raise ConfigError(f"config key '{key}' is {value!r}, not a finite number", f"write a finite {tp.__name__}")
         if tp is int:
             if not number.is_integer():
                 raise ConfigError(f"config key '{key}' must be a whole number, got {value!r}", "write an integer")
@@ -164,10 +194,16 @@ def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
 def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config file {str(path)!r} is a folder", "point --config at the YAML file itself")
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist", "check the path, or run without --config for the defaults")
+    if path.stat().st_size > 10_000_000:
+        raise ConfigError(f"config file {str(path)!r} is larger than 10 MB", "point --config at the YAML config file")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = safe_load_unique(path.read_text(encoding="utf-8"))
+    except DuplicateKeyError as err:
+        raise ConfigError(f"config file {str(path)!r}: {err.problem}", "keep one of the two entries (a YAML section given twice drops the first)") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

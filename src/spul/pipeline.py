@@ -76,7 +76,8 @@ def prepare(cfg: RunConfig) -> UnlearningData:
     """Load and validate the four splits and record them (with fingerprints) under ``output_dir/data``."""
     data = load_unlearning_data(cfg.data, Task(cfg.task))
     if is_main_process():  # under DDP every process loads the data; one records it
-        write_splits(data, cfg.out / "data", {"config": to_dict(cfg.data), "leakage": data_leakage(data, cfg.out / "data" / "manifest.json")})
+        write_splits(data, cfg.out / "data", {"config": to_dict(cfg.data), "warnings": data.warn_overlaps(),
+                                              "leakage": data_leakage(data, cfg.out / "data" / "manifest.json")})
     return data
 
 
@@ -103,8 +104,12 @@ def base_model_path(cfg: RunConfig) -> str:
     return str(cfg.out / "familiarized" / ("model" if cfg.finetune.merge else "adapter"))
 
 
-def finetune(cfg: RunConfig, data: UnlearningData | None = None) -> str:
-    """Familiarise the base model with the task (LoRA); reuse an earlier result for the same inputs."""
+def finetune(cfg: RunConfig, data: UnlearningData | None = None, resume: bool = True) -> str:
+    """Familiarise the base model with the task (LoRA); reuse an earlier result for the same inputs.
+
+    Its checkpoints carry a resume key too: checkpoints of other inputs are refused (``resume=False`` starts over).
+    """
+    from spul import resume as resume_keys
     from spul.methods.finetune import familiarize
 
     if not cfg.finetune.enabled:
@@ -116,8 +121,11 @@ def finetune(cfg: RunConfig, data: UnlearningData | None = None) -> str:
     if stamp.is_file() and read_json(stamp).get("key") == key and Path(base_model_path(cfg)).is_dir():
         log.info("familiarised model is up to date: %s", base_model_path(cfg))
         return base_model_path(cfg)
+    inputs = {"model": to_dict(cfg.model), "task": to_dict(cfg.task), "data": data.fingerprints(),
+              "finetune": resume_keys.result_settings(to_dict(cfg.finetune))}
+    resuming = resume_keys.prepare_checkpoints(folder / "checkpoints", inputs, resume, "finetune") if is_main_process() else resume
     started = time.time()
-    path = familiarize(cfg.model, Task(cfg.task), data, cfg.finetune, folder)
+    path = familiarize(cfg.model, Task(cfg.task), data, cfg.finetune, folder, resume=resuming)
     write_json(stamp, {"key": key, "path": str(path), "seconds": round(time.time() - started, 1)})
     return str(path)
 
@@ -132,8 +140,10 @@ def unlearn(cfg: RunConfig, data: UnlearningData | None = None, base: str | None
             callbacks: list | None = None) -> Path:
     """Run the configured method (``unlearn.method``) against the frozen base model and save its artifact.
 
-    With ``resume`` (the default) training continues from the newest checkpoint in ``output_dir/unlearn``.
-    ``callbacks`` are extra ``transformers.TrainerCallback``s (progress hooks, early stopping, tests).
+    With ``resume`` (the default) training continues from the newest checkpoint in ``output_dir/unlearn``, if
+    those checkpoints were made from the same inputs (``spul.resume``; otherwise a ``ConfigError`` says what
+    changed), and an artifact already finished from the same inputs is returned as it is. ``resume=False``
+    starts over. ``callbacks`` are extra ``transformers.TrainerCallback``s (progress hooks, early stopping, tests).
     """
     data = data or prepare(cfg)
     base = base or (finetune(cfg, data) if cfg.finetune.enabled else cfg.model.name_or_path)
@@ -245,20 +255,21 @@ def run_eco(cfg: RunConfig, data: UnlearningData | None = None, base: str | None
     return artifact, results[0]
 
 
-def run(cfg: RunConfig) -> list[ModelResult]:
-    """prepare → finetune → unlearn → evaluate, resuming any step already done."""
+def run(cfg: RunConfig, resume: bool = True) -> list[ModelResult]:
+    """prepare → finetune → unlearn → evaluate, resuming any step already done (for the same inputs)."""
     cfg.out.mkdir(parents=True, exist_ok=True)
-    write_text(cfg.out / "config.yaml", dump_yaml(cfg))
     timings: dict[str, float] = {}
     t = time.time()
     data = prepare(cfg)
     timings["prepare"] = time.time() - t
     t = time.time()
-    base = finetune(cfg, data)
+    base = finetune(cfg, data, resume=resume)
     timings["finetune"] = time.time() - t
     t = time.time()
-    artifact = unlearn(cfg, data, base)
+    artifact = unlearn(cfg, data, base, resume=resume)
     timings["unlearn"] = time.time() - t
+    # recorded once training accepted these settings: a refused re-run leaves the earlier record as it was
+    write_text(cfg.out / "config.yaml", dump_yaml(cfg))
     t = time.time()
     results = evaluate(cfg, data, artifact, base)
     timings["evaluate"] = time.time() - t

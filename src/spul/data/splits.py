@@ -89,6 +89,34 @@ class UnlearningData:
                 "a text must be forget or retain everywhere; remove it from one side",
             )
 
+    def overlaps(self) -> dict[str, int]:
+        """Rows that are allowed but probably wrong: the same text with different labels inside one split
+        (``conflicting_labels.<split>``), and texts in both a train and a test split (``train_test_overlap.<side>``:
+        test metrics on them measure memory, not generalisation). Only non-zero counts are listed."""
+        found: dict[str, int] = {}
+        for split, df in self:
+            labels = df.groupby("text")["label"].nunique()
+            conflicting = int((labels > 1).sum())
+            if conflicting:
+                found[f"conflicting_labels.{split.value}"] = conflicting
+        for side in ("forget", "retain"):
+            shared = len(set(self[f"train_{side}"]["text"]) & set(self[f"test_{side}"]["text"]))
+            if shared:
+                found[f"train_test_overlap.{side}"] = shared
+        return found
+
+    def warn_overlaps(self) -> dict[str, int]:
+        """Log one warning per kind of overlap (see ``overlaps``) and return the counts for the manifest."""
+        found = self.overlaps()
+        for what, n in found.items():
+            kind, _, where = what.partition(".")
+            if kind == "conflicting_labels":
+                log.warning("%d text(s) in %s appear with different labels; keep one label per text (data from %r)", n, where, self.source)
+            else:
+                log.warning("%d %s text(s) are in both train_%s and test_%s; test metrics on them are not held out (data from %r)",
+                            n, where, where, where, self.source)
+        return found
+
     def fingerprints(self) -> dict[str, str]:
         """A content hash per split: same rows in the same order give the same hash."""
         return {

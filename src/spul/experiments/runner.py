@@ -150,6 +150,7 @@ class ExperimentRunner:
         from spul.artifacts import read_metadata
         from spul.methods.registry import TrainJob, get_method, load_intervention
         from spul.models.loading import load_model, weights_fingerprint
+        from spul.resume import StaleCheckpoints
 
         data, base = self.shared()
         started = time.perf_counter()
@@ -167,7 +168,11 @@ class ExperimentRunner:
             job = TrainJob(model=_derived(self.cfg.model, base), task=self.task, data=train_data, config=mcfg,
                            artifact_dir=work / "artifact", work_dir=work / "unlearn", pretrained_model=self.cfg.model.name_or_path)
             with measure() as cost:
-                artifact = method.train(job)
+                try:
+                    artifact = method.train(job)
+                except StaleCheckpoints:  # a changed setting recomputes the cell: its work folder is scratch space
+                    job.resume = False
+                    artifact = method.train(job)
             meta = read_metadata(artifact)
             model, tok = load_model(_derived(self.cfg.model, base))
             intervention = load_intervention(artifact, model, tokenizer=tok, model_name=base, name=cell.display)

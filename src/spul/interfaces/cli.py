@@ -93,7 +93,8 @@ def _dispatch(args) -> int:
         print(f"spul: error: {err}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
-        print("spul: interrupted; finished steps and checkpoints are kept, run the same command again to resume", file=sys.stderr)
+        print("spul: interrupted; finished steps and complete checkpoints are kept — run the same command again (same settings) to resume",
+              file=sys.stderr)
         return 130
     except MemoryError:
         print("spul: error: out of memory — fix: lower the batch size (e.g. unlearn.batch_size=8) or model.max_length", file=sys.stderr)
@@ -104,6 +105,12 @@ def _dispatch(args) -> int:
         if any(m in str(err).lower() for m in ("out of memory", "can't allocate memory", "not enough memory")):
             print("spul: error: out of memory on the device — fix: lower the batch size or max_length, or enable gradient checkpointing", file=sys.stderr)
             return 3
+        from spul.interfaces.explain import explain
+
+        explained = explain(err)
+        if explained:
+            print(f"spul: error: {explained[0]}", file=sys.stderr)
+            return explained[1]
         first = str(err).splitlines()[0][:300] if str(err) else ""
         print(f"spul: error: unexpected {type(err).__name__}: {first} — fix: re-run with -v for the full traceback and report it", file=sys.stderr)
         return 1

@@ -54,10 +54,12 @@ class TrainConfig:
             ("save_steps", self.save_steps >= 1, "at least 1"),
             ("save_total_limit", self.save_total_limit >= 1, "at least 1"),
             ("logging_steps", self.logging_steps >= 1, "at least 1"),
+            ("max_steps", self.max_steps == -1 or self.max_steps >= 1, "-1 (train num_epochs) or a number of steps >= 1"),
         ]
         for name, ok, hint in checks:
             if not ok:
                 raise ConfigError(f"{name}={getattr(self, name)!r} is invalid", f"set {name} to {hint}")
+        check_scheduler(self.lr_scheduler)
 
     def use_bf16(self, device_type: str) -> bool:
         if self.precision is Precision.BF16:
@@ -98,3 +100,16 @@ class TrainConfig:
             dataloader_num_workers=0,
             save_only_model=False,
         )
+
+
+def check_scheduler(name: str) -> None:
+    """Refuse a learning-rate schedule transformers does not know (e.g. a typo), naming the valid ones."""
+    import difflib
+
+    from transformers import SchedulerType
+
+    known = [s.value for s in SchedulerType]
+    if name not in known:
+        close = difflib.get_close_matches(str(name), known, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ConfigError(f"lr_scheduler={name!r} is not a known schedule", f"{hint}use one of: {', '.join(known)}")

@@ -130,3 +130,38 @@ def save_checkpoint_atomically(run_dir: str, checkpoint_name: str, write: Callab
     shutil.rmtree(run / STAGING, ignore_errors=True)
     rotate_checkpoints(output_dir=str(run), save_total_limit=save_total_limit, use_mtime=False)
     return target
+
+
+TRAINABLE = "trainable_state.safetensors"
+
+
+def _trainable(model) -> dict[str, torch.nn.Parameter]:
+    return {name: p for name, p in model.named_parameters() if p.requires_grad}
+
+
+def save_trainable(model, folder: str | os.PathLike) -> None:
+    """Every parameter that trains, under its own name (the P-tuning MLP's weights included)."""
+    params = _trainable(model)
+    if not params:
+        return
+    tensors = {name: p.detach().to("cpu").contiguous().clone() for name, p in params.items()}
+    with atomic_path(Path(folder) / TRAINABLE) as tmp:
+        save_file(tensors, str(tmp))
+
+
+def load_trainable(model, folder: str | os.PathLike) -> bool:
+    """Put the saved trainable parameters back; False when the checkpoint has none (older checkpoints)."""
+    from spul.errors import TrainingError
+
+    path = Path(folder) / TRAINABLE
+    if not path.is_file():
+        return False
+    saved = load_file(str(path))
+    params = _trainable(model)
+    if set(saved) != set(params) or any(saved[n].shape != params[n].shape for n in params):
+        raise TrainingError(f"checkpoint {str(folder)!r} holds other trainable parameters than this model",
+                            "resume with the settings it was made with, or start over with --no-resume")
+    with torch.no_grad():
+        for name, p in params.items():
+            p.copy_(saved[name].to(p.device, p.dtype))
+    return True

@@ -222,10 +222,19 @@ class AnswerTrainer(Trainer):
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
         super()._save(output_dir, state_dict)
         output_dir = output_dir or self.args.output_dir
+        if self.args.should_save and not self.is_deepspeed_enabled and not self.is_fsdp_enabled:
+            # everything training updates, as it is: a P-tuning adapter file holds only the encoder's *output*
+            # (under DDP and spul's frozen-weight sharding the trainable parameters are whole on every process)
+            safe_checkpoint.save_trainable(self.model, output_dir)
         pickled = os.path.join(output_dir, "training_args.bin")
         if self.args.should_save and os.path.isfile(pickled):
             os.remove(pickled)
             write_text(os.path.join(output_dir, "training_args.json"), self.args.to_json_string())
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        # the adapter loader put a P-tuning prompt's output where its input belongs: restore the real state
+        safe_checkpoint.load_trainable(model if model is not None else self.model, resume_from_checkpoint)
 
     def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
         if not self._simple_saving():

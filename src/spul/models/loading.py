@@ -149,8 +149,10 @@ def load_tokenizer(name_or_path: str, revision: str | None = None, trust_remote_
     path = resolve_model_path(name_or_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
-    except OSError as err:
-        raise ModelError(f"could not load the tokenizer of {name_or_path!r} ({str(err).splitlines()[0][:150]})", "check the model id or folder, and network access for hub ids") from None
+    except (OSError, ValueError) as err:  # ValueError: a folder without (usable) tokenizer files
+        first = str(err).splitlines()[0][:150] if str(err) else type(err).__name__
+        raise ModelError(f"could not load the tokenizer of {name_or_path!r} ({first})",
+                         "check the model id or folder (it needs its tokenizer files), and network access for hub ids") from None
     if tokenizer.pad_token_id is None:
         # Padding is always masked out, so any existing token serves; never grow the vocabulary.
         if tokenizer.eos_token is not None:

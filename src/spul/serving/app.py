@@ -25,13 +25,19 @@ from pydantic import BaseModel, Field
 from spul.data.tasks import TaskConfig, TaskKind, format_multiple_choice
 from spul.errors import ConfigError, SpulError
 from spul.serving import inference
-from spul.serving.batching import BatchConfig, Batcher, Busy, Job, JobKind
+from spul.serving.batching import BatchConfig, Batcher, Busy, Job, JobFailed, JobKind
 from spul.serving.generation import run_generation
+from spul.serving.guard import RequestGuard, short, validation_error_body
 from spul.serving.openai_api import add_openai_routes
 from spul.serving.policies import Encoders, KeyTable, Policy
 from spul.serving.registry import Registry
 
 log = logging.getLogger(__name__)
+
+# hard caps in the request schemas: validation stops at the first oversized field instead of
+# producing one error per item (a 1 MB list of numbers would otherwise cost seconds of event-loop time)
+MAX_TEXTS_HARD = 1024
+MAX_CHARS_HARD = 100_000
 
 
 @dataclass
@@ -41,32 +47,40 @@ class ServeConfig:
     max_texts: int = 64  # texts per /v1/classify request
     max_chars: int = 4000  # characters per text, question or prompt
     max_new_tokens: int = 64  # cap on /v1/generate
-    max_body_bytes: int = 1_000_000
+    max_body_bytes: int = 1_000_000  # counted as the body arrives (chunked too), before any parsing
     batch: BatchConfig = field(default_factory=BatchConfig)
     default_task: TaskConfig = field(default_factory=TaskConfig)
+    # the only folder (and its subfolders) admins may load artifacts from over HTTP; None: no runtime loading
+    artifact_root: str | None = None
+    header_timeout_s: float = 10.0  # a connection whose request headers take longer is closed (spul serve)
 
     def __post_init__(self) -> None:
         if min(self.max_texts, self.max_chars, self.max_new_tokens, self.max_body_bytes) < 1:
             raise ConfigError("serve limits must be positive", "set max_texts, max_chars, max_new_tokens, max_body_bytes >= 1")
+        if self.max_texts > MAX_TEXTS_HARD or self.max_chars > MAX_CHARS_HARD:
+            raise ConfigError(f"serve limits max_texts={self.max_texts}, max_chars={self.max_chars} are too large",
+                              f"use max_texts <= {MAX_TEXTS_HARD} and max_chars <= {MAX_CHARS_HARD}")
+        if not self.header_timeout_s > 0:
+            raise ConfigError(f"header timeout {self.header_timeout_s} must be positive", "use e.g. --header-timeout 10")
 
 
 class ClassifyRequest(BaseModel):
-    texts: list[str] = Field(min_length=1, description="inputs rendered with the policy's task template")
+    texts: list[str] = Field(min_length=1, max_length=MAX_TEXTS_HARD, description="inputs rendered with the policy's task template")
 
 
 class MultipleChoiceRequest(BaseModel):
-    question: str = Field(min_length=1)
-    choices: list[str] = Field(min_length=2, description="one per answer letter (A, B, C, D by default)")
+    question: str = Field(min_length=1, max_length=MAX_CHARS_HARD)
+    choices: list[str] = Field(min_length=2, max_length=26, description="one per answer letter (A, B, C, D by default)")
 
 
 class GenerateRequest(BaseModel):
-    prompt: str = Field(min_length=1)
-    max_new_tokens: int = Field(default=32, ge=1)
+    prompt: str = Field(min_length=1, max_length=MAX_CHARS_HARD)
+    max_new_tokens: int = Field(default=32, ge=1, le=100_000)
 
 
 class ArtifactRequest(BaseModel):
-    name: str
-    path: str
+    name: str = Field(max_length=64)
+    path: str = Field(max_length=4096)
 
 
 class Service:
@@ -117,6 +131,11 @@ class Service:
     def check_texts(self, texts: list[str]) -> None:
         from fastapi import HTTPException
 
+        for i, text in enumerate(texts):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:  # e.g. a lone surrogate "\ud800": no tokenizer can take it
+                raise HTTPException(422, f"text {i} is not valid Unicode (it holds a lone surrogate)") from None
         if len(texts) > self.config.max_texts:
             raise HTTPException(413, f"{len(texts)} texts in one request; the limit is {self.config.max_texts}")
         longest = max(len(t) for t in texts)
@@ -130,6 +149,23 @@ class Service:
             return await self.batcher.submit(job)
         except Busy as err:
             raise HTTPException(503, str(err), headers={"Retry-After": "1"}) from None
+        except JobFailed as err:  # this request alone failed (the batcher re-ran it apart from the others)
+            raise HTTPException(err.status, err.detail) from None
+
+    def check_artifact_path(self, path: str) -> str:
+        """The resolved folder, if it lies under the configured artifact root; else 403."""
+        from pathlib import Path
+
+        from fastapi import HTTPException
+
+        root = self.config.artifact_root
+        if not root:
+            raise HTTPException(403, "loading artifacts over HTTP is disabled on this server; "
+                                     "the operator can allow a folder with spul serve --artifact-root DIR")
+        resolved, base = Path(path).resolve(), Path(root).resolve()
+        if resolved != base and base not in resolved.parents:
+            raise HTTPException(403, "artifact path is outside the server's artifact root; copy the artifact under it")
+        return str(resolved)
 
 
 def _split(flat: list[Any], jobs: list[Job]) -> list[list[Any]]:
@@ -157,8 +193,10 @@ def _api_key(authorization: str | None, x_api_key: str | None) -> str | None:
 
 def create_app(service: Service):
     """The FastAPI application; the batcher starts and stops with it."""
-    from fastapi import FastAPI, Header, HTTPException, Request
+    from fastapi import FastAPI, Header, HTTPException
+    from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 
     @asynccontextmanager
     async def lifespan(app):
@@ -169,17 +207,23 @@ def create_app(service: Service):
     app = FastAPI(title="spul unlearning server", version=__import__("spul").__version__, lifespan=lifespan,
                   description="One frozen base model, many unlearning artifacts; the API key decides which applies.")
     app.state.service = service
+    # authentication and the body limit run before routing and parsing (spul.serving.guard)
+    app.add_middleware(RequestGuard, is_known_key=service.keys.is_known, max_body_bytes=service.config.max_body_bytes)
     add_openai_routes(app, service)  # /v1/models, /v1/completions, /v1/chat/completions
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):
-        size = request.headers.get("content-length")
-        if size and size.isdigit() and int(size) > service.config.max_body_bytes:
-            return JSONResponse({"detail": f"request body of {size} bytes exceeds {service.config.max_body_bytes}"}, status_code=413)
-        return await call_next(request)
+    @app.exception_handler(RequestValidationError)
+    async def bounded_validation_error(request, exc: RequestValidationError):
+        return JSONResponse(validation_error_body(list(exc.errors())), status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def bounded_http_error(request, exc: StarletteHTTPException):
+        detail = short(exc.detail) if isinstance(exc.detail, str) else exc.detail
+        return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     @app.get("/health")
-    async def health() -> dict[str, Any]:
+    async def health(authorization: str | None = Header(None), x_api_key: str | None = Header(None)) -> dict[str, Any]:
+        if not service.keys.is_known(_api_key(authorization, x_api_key)):
+            return {"status": "ok"}  # liveness only: nothing about the model or the policies without a key
         return {"status": "ok", "model": service.registry.model_name, "fingerprint": service.registry.fingerprint[:12],
                 "policies": service.registry.names(), "queued": service.batcher.queue.qsize() if service.batcher.queue else 0,
                 "batches_run": service.batcher.batches_run, "rows_run": service.batcher.rows_run,
@@ -213,6 +257,8 @@ def create_app(service: Service):
             raise HTTPException(422, f"max_new_tokens={body.max_new_tokens} exceeds the server cap {service.config.max_new_tokens}")
         service.check_texts([body.prompt])
         ids = list(service.registry.tokenizer(body.prompt, add_special_tokens=True).input_ids)
+        if not ids:
+            raise HTTPException(422, "the prompt tokenises to nothing; send a prompt with some text")
         (out,) = await service.submit(Job(JobKind.GENERATE, policy, [(ids, body.max_new_tokens, body.prompt)]))
         return {"policy": policy.name, "text": service.registry.tokenizer.decode(out, skip_special_tokens=True), "tokens": len(out)}
 
@@ -226,9 +272,10 @@ def create_app(service: Service):
         import asyncio
 
         service.check_admin(_api_key(authorization, x_api_key))
+        folder = service.check_artifact_path(body.path)
         try:
             # loading runs the model (prefix cache): on the model thread, never beside a batch
-            policy = await asyncio.get_running_loop().run_in_executor(service.batcher._executor, service.registry.add, body.name, body.path)
+            policy = await asyncio.get_running_loop().run_in_executor(service.batcher._executor, service.registry.add, body.name, folder)
         except SpulError as err:
             raise HTTPException(422 if isinstance(err, ConfigError) else 400, str(err)) from None
         return policy.describe()

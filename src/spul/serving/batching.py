@@ -28,6 +28,23 @@ class Busy(Exception):
     """The queue is full; the client should retry later."""
 
 
+class JobFailed(Exception):
+    """One request failed on its own (it was re-run apart from its batch); ``status``/``detail`` for the client.
+
+    Input problems (a text the tokenizer refuses: ValueError, TypeError, UnicodeError, ...) are the client's (422);
+    anything else is the server's (500). The detail is short and never echoes the request.
+    """
+
+    CLIENT_ERRORS = (ValueError, TypeError, UnicodeError, LookupError)
+
+    def __init__(self, error: BaseException):
+        self.error = error
+        self.status = 422 if isinstance(error, self.CLIENT_ERRORS) else 500
+        what = "this request could not be processed" if self.status == 422 else "the model failed on this request"
+        super().__init__(f"{what} ({type(error).__name__})")
+        self.detail = str(self)
+
+
 @dataclass
 class Job:
     kind: JobKind
@@ -130,17 +147,25 @@ class Batcher:
                 live = [j for j in chunk if not j.future.done()]  # a client that went away is skipped
                 if not live:
                     continue
-                started = time.perf_counter()
-                try:
-                    results = await loop.run_in_executor(self._executor, self.runner, live[0].kind, live[0].policy, live)
-                except Exception as err:  # noqa: BLE001 - one failing batch must not stop the worker
-                    for job in live:
-                        if not job.future.done():
-                            job.future.set_exception(err)
-                    continue
-                self.model_seconds += time.perf_counter() - started
-                self.batches_run += 1
-                self.rows_run += sum(len(j.items) for j in live)
-                for job, result in zip(live, results):
+                await self._run_chunk(loop, live)
+
+    async def _run_chunk(self, loop, live: list[Job]) -> None:
+        """Run one chunk; if it fails, run each of its jobs alone so only the failing request gets the error."""
+        started = time.perf_counter()
+        try:
+            results = await loop.run_in_executor(self._executor, self.runner, live[0].kind, live[0].policy, live)
+        except Exception as err:  # noqa: BLE001 - one failing batch must not stop the worker, nor fail its neighbours
+            if len(live) > 1:
+                for job in live:
                     if not job.future.done():
-                        job.future.set_result(result)
+                        await self._run_chunk(loop, [job])
+                return
+            if not live[0].future.done():
+                live[0].future.set_exception(JobFailed(err))
+            return
+        self.model_seconds += time.perf_counter() - started
+        self.batches_run += 1
+        self.rows_run += sum(len(j.items) for j in live)
+        for job, result in zip(live, results):
+            if not job.future.done():
+                job.future.set_result(result)

@@ -14,6 +14,7 @@ import hmac
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from spul.configuration import DuplicateKeyError, safe_load_unique
 from spul.data.encoding import TaskEncoder
 from spul.data.tasks import Task, TaskConfig, TaskKind, multiple_choice_task_config
 from spul.errors import ConfigError
@@ -81,13 +82,31 @@ class KeyTable:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"keys file {str(path)!r} does not exist", "create it (see docs/serving.md)")
+        if path.stat().st_size > 10_000_000:
+            raise ConfigError(f"keys file {str(path)!r} is larger than 10 MB", "point --keys at the YAML keys file (see docs/serving.md)")
         try:
-            raw = yaml.safe_load(path.read_text()) or {}
+            raw = safe_load_unique(path.read_text(encoding="utf-8")) or {}
+        except DuplicateKeyError as err:
+            raise ConfigError(f"keys file {str(path)!r}: {err.problem}", "give every API key once (a repeated key would silently rebind it)") from None
         except yaml.YAMLError as err:
             raise ConfigError(f"keys file {str(path)!r} is not valid YAML ({str(err).splitlines()[0]})", "fix the YAML syntax") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"keys file {str(path)!r} is not UTF-8 text", "save it as UTF-8") from None
         if not isinstance(raw, dict) or set(raw) - {"keys", "admin_keys"}:
             raise ConfigError(f"keys file {str(path)!r} must have only 'keys' and 'admin_keys'", "see docs/serving.md for the format")
-        return cls(keys={str(k): str(v) for k, v in (raw.get("keys") or {}).items()}, admin_keys=[str(k) for k in raw.get("admin_keys") or []])
+        keys, admins = raw.get("keys") or {}, raw.get("admin_keys") or []
+        if not isinstance(keys, dict):
+            raise ConfigError(f"keys file {str(path)!r}: 'keys' is a {type(keys).__name__}, not a mapping of API key to policy",
+                              "write e.g. keys: {my-long-key: my-artifact}")
+        if isinstance(admins, str):
+            admins = [admins]
+        if not isinstance(admins, list):
+            raise ConfigError(f"keys file {str(path)!r}: 'admin_keys' is a {type(admins).__name__}, not a list",
+                              "write e.g. admin_keys: [my-admin-key]")
+        for value in list(keys.values()) + list(keys) + admins:
+            if value is None or isinstance(value, (dict, list)):
+                raise ConfigError(f"keys file {str(path)!r}: every key and policy must be a single text", "write e.g. keys: {my-long-key: my-artifact}")
+        return cls(keys={str(k): str(v) for k, v in keys.items()}, admin_keys=[str(k) for k in admins])
 
     def policy_of(self, key: str | None) -> str | None:
         """The policy bound to ``key`` (constant-time comparison), or None for an unknown key."""
@@ -98,6 +117,10 @@ class KeyTable:
             if hmac.compare_digest(known.encode(), key.encode()):
                 found = policy
         return found
+
+    def is_known(self, key: str | None) -> bool:
+        """Whether ``key`` is any key of this table (policy or admin)."""
+        return self.policy_of(key) is not None or self.is_admin(key)
 
     def is_admin(self, key: str | None) -> bool:
         return bool(key) and any(hmac.compare_digest(k.encode(), key.encode()) for k in self.admin_keys)

@@ -14,7 +14,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from spul.errors import ArtifactError, ConfigError
+from spul.data.encoding import TaskEncoder
+from spul.data.tasks import Task
+from spul.errors import ArtifactError, ConfigError, SpulError
 from spul.interventions import Gated, Intervention
 from spul.methods.registry import load_intervention
 from spul.models.prefix_cache import PrefixCache
@@ -34,6 +36,18 @@ def artifact_vectors(model, folder: str | Path, fingerprint: str, model_name: st
         raise ArtifactError(f"artifact {str(folder)!r} is a {intervention.kind!r} intervention, not a plain soft prompt",
                             "only soft prompts travel as prompt embeddings; serve the others with spul serve")
     return intervention.vectors, read_metadata(folder)
+
+
+def _check_task(policy: Intervention, folder: str | Path, tokenizer, max_length: int) -> None:
+    """Refuse an artifact whose recorded task does not encode with this model's tokenizer (label words it lacks
+    would otherwise fail every request later)."""
+    if policy.task_config is None:
+        return
+    try:
+        TaskEncoder(Task(policy.task_config), tokenizer, max_length)
+    except SpulError as err:
+        raise ArtifactError(f"artifact {str(folder)!r}: its task does not work with this model's tokenizer ({err.problem[:150]})",
+                            "re-create the artifact for this model, or fix its task.label_words") from None
 
 
 class Registry:
@@ -79,6 +93,7 @@ class Registry:
         except Exception as err:  # noqa: BLE001 - a malformed artifact is refused, not fatal
             raise ArtifactError(f"artifact {str(folder)!r} could not be loaded ({str(err).splitlines()[0][:150] if str(err) else type(err).__name__})",
                                 "re-create it") from None
+        _check_task(policy, folder, self.tokenizer, self.max_length)
         if policy.vectors is not None and self.prefix_cache:
             policy.prefix = PrefixCache(self.model, policy.vectors)
         with self._lock:
@@ -106,4 +121,7 @@ class Registry:
             except (ArtifactError, ConfigError) as err:
                 log.error("artifact %s refused: %s", name, err)
                 errors.append(f"{name}: {err}")
+            except Exception as err:  # noqa: BLE001 - one unreadable artifact must not stop the server starting
+                log.error("artifact %s refused: %r", name, err)
+                errors.append(f"{name}: artifact {str(folder)!r} could not be loaded ({type(err).__name__}) — fix: re-create it with spul unlearn")
         return errors

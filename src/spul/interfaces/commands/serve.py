@@ -36,6 +36,7 @@ def build_service(args):
     keys = KeyTable.load(args.keys)
     artifacts = _artifact_pairs(args.artifact)
     config = ServeConfig(max_texts=args.max_texts, max_chars=args.max_chars, max_new_tokens=args.max_new_tokens,
+                         artifact_root=args.artifact_root, header_timeout_s=args.header_timeout,
                          batch=BatchConfig(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue))
     model, tokenizer = load_model(ModelConfig(name_or_path=args.model, dtype=args.dtype, device=args.device, max_length=args.max_length))
     registry = Registry(model, tokenizer, args.model, prefix_cache=not args.no_prefix_cache, max_length=args.max_length)
@@ -47,6 +48,14 @@ def build_service(args):
     return Service(registry, keys, config)
 
 
+def server_settings(config) -> dict:
+    """uvicorn settings that bound what slow or idle connections can hold (see spul.serving.guard)."""
+    from spul.serving.guard import header_timeout_protocol
+
+    return {"http": header_timeout_protocol(config.header_timeout_s), "timeout_keep_alive": 5,
+            "h11_max_incomplete_event_size": 16 * 1024}
+
+
 def cmd_serve(args) -> int:
     import uvicorn
 
@@ -54,7 +63,8 @@ def cmd_serve(args) -> int:
 
     service = build_service(args)
     print(f"spul serve: {args.model} with policies {service.registry.names()} on http://{args.host}:{args.port} (docs at /docs)")
-    uvicorn.run(create_app(service), host=args.host, port=args.port, log_level="info" if args.verbose else "warning")
+    uvicorn.run(create_app(service), host=args.host, port=args.port, log_level="info" if args.verbose else "warning",
+                **server_settings(service.config))
     return 0
 
 
@@ -92,6 +102,9 @@ def register(subparsers) -> None:
     p.add_argument("--max-texts", type=int, default=64, help="texts per classify request")
     p.add_argument("--max-chars", type=int, default=4000, help="characters per text")
     p.add_argument("--max-new-tokens", type=int, default=64, help="cap on generation length")
+    p.add_argument("--artifact-root", help="folder under which admins may load artifacts at runtime (POST /v1/artifacts); "
+                   "default: none (only the --artifact ones given at startup)")
+    p.add_argument("--header-timeout", type=float, default=10.0, help="seconds a client may take to send its request headers")
     p.add_argument("--no-prefix-cache", action="store_true", help="recompute the soft prompt's keys/values every batch")
     p.add_argument("-v", "--verbose", action="store_true", help="show library logs and full tracebacks")
     p.set_defaults(func=cmd_serve)

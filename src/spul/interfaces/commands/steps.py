@@ -17,7 +17,7 @@ from spul.interfaces.options import add_config_arguments, add_dataclass_argument
 def cmd_finetune(args) -> int:
     from spul.pipeline import finetune
 
-    print(f"familiarized model: {finetune(load_run_config(args))}")
+    print(f"familiarized model: {finetune(load_run_config(args), resume=not args.no_resume)}")
     return 0
 
 
@@ -44,7 +44,7 @@ def cmd_run(args) -> int:
 
     cfg = load_run_config(args)
     started = time.time()
-    results = run(cfg)
+    results = run(cfg, resume=not args.no_resume)
     print()
     print(summary(results))
     print(f"\nwall time {time.time() - started:.0f} s; full report (with F1): {cfg.out / 'report' / 'results.md'}")
@@ -80,8 +80,9 @@ def register(subparsers) -> None:
     for name, (func, help_text, sections) in STEPS.items():
         p = subparsers.add_parser(name, help=help_text, description=help_text)
         add_config_arguments(p)
-        if name == "unlearn":
-            p.add_argument("--no-resume", action="store_true", help="start over instead of resuming from the last checkpoint")
+        if name in ("finetune", "unlearn", "run"):
+            p.add_argument("--no-resume", action="store_true",
+                           help="start training over (deleting old checkpoints) instead of resuming from the last checkpoint")
         if name == "evaluate":
             p.add_argument("--artifact", help="artifact folder (default: OUTPUT_DIR/artifact when present)")
             p.add_argument("--base", help="base model to evaluate (default: the artifact's base model)")

@@ -8,6 +8,7 @@ threshold) so it is stored as JSON, never pickled.
 from __future__ import annotations
 
 import functools
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -58,9 +59,13 @@ def _minilm(path: str, batch_size: int = 64) -> EmbedFn:
 
 
 class CachedEmbedder:
-    """Embeds each distinct text once (the same train texts are embedded for training and for evaluation)."""
+    """Embeds each distinct text once (the same train texts are embedded for training and for evaluation).
 
-    def __init__(self, encoder: str | None = None, embed_fn: EmbedFn | None = None):
+    The cache is an LRU of at most ``max_entries`` texts: a server classifies every request text, and an
+    unbounded cache would grow with each distinct one.
+    """
+
+    def __init__(self, encoder: str | None = None, embed_fn: EmbedFn | None = None, max_entries: int = 4096):
         if embed_fn is None:
             # vectors also persist on disk (spul.data.embeddings); the model loads only for texts not cached there.
             # The packaged MiniLM runs through plain transformers here, so it has its own cache identity.
@@ -69,14 +74,24 @@ class CachedEmbedder:
             identity = encoder_identity(encoder) + ("" if encoder else ":transformers-mean-pool")
             embed_fn = CachedEncoder(encoder, embed_fn=lambda texts: _shared_encoder(encoder)(texts), identity=identity, progress=False)
         self.embed_fn = embed_fn
-        self.cache: dict[str, np.ndarray] = {}
+        self.max_entries = max(1, int(max_entries))
+        self.cache: OrderedDict[str, np.ndarray] = OrderedDict()
 
     def __call__(self, texts: list[str]) -> np.ndarray:
-        missing = list(dict.fromkeys(t for t in texts if t not in self.cache))
+        found: dict[str, np.ndarray] = {}
+        for t in texts:
+            if t in self.cache:
+                self.cache.move_to_end(t)
+                found[t] = self.cache[t]
+        missing = list(dict.fromkeys(t for t in texts if t not in found))
         if missing:
             for t, v in zip(missing, np.asarray(self.embed_fn(missing), dtype=np.float64)):
+                found[t] = v
                 self.cache[t] = v
-        return np.stack([self.cache[t] for t in texts]) if texts else np.zeros((0, 0))
+                self.cache.move_to_end(t)
+            while len(self.cache) > self.max_entries:
+                self.cache.popitem(last=False)
+        return np.stack([found[t] for t in texts]) if texts else np.zeros((0, 0))
 
 
 @dataclass

@@ -24,7 +24,9 @@ def train(job: TrainJob) -> Path:
     """Train the soft prompt; resume from the newest checkpoint under ``job.work_dir/checkpoints``."""
     from transformers.trainer_utils import get_last_checkpoint
 
+    from spul import resume as resume_keys
     from spul.data.encoding import TaskEncoder
+    from spul.methods.distributed import is_main_process
     from spul.methods.sharding import shard_frozen_base, sharding_requested
     from spul.methods.spul.trainer import SpulTrainer
     from spul.methods.training import AnswerCollator, AnswerDataset, build_examples
@@ -43,6 +45,10 @@ def train(job: TrainJob) -> Path:
     else:
         model, tokenizer = load_model(model_cfg)
     fingerprint = weights_fingerprint(model)
+    inputs = training_inputs(job, fingerprint)
+    if job.resume and resume_keys.artifact_is_current(_existing_metadata(Path(job.artifact_dir)), inputs):
+        log.info("artifact is up to date for these inputs: %s", job.artifact_dir)
+        return Path(job.artifact_dir)
     encoder = TaskEncoder(job.task, tokenizer, job.model.max_length)
     examples = build_examples(data, encoder, forget_target="generic", seed=ucfg.seed)
     peft_model = add_soft_prompt(model, ucfg.prompt_encoder, ucfg.prompt_length, ucfg.prompt_init,
@@ -55,7 +61,8 @@ def train(job: TrainJob) -> Path:
         log.info("frozen weights sharded over %(processes)d processes: %(frozen_parameters_here)d of %(frozen_parameters)d here", sharding)
     trainer = SpulTrainer(model=peft_model, args=args, train_dataset=AnswerDataset(examples), data_collator=AnswerCollator(tokenizer.pad_token_id),
                           callbacks=job.callbacks)
-    last = get_last_checkpoint(str(checkpoints)) if job.resume and checkpoints.is_dir() else None
+    resuming = resume_keys.prepare_checkpoints(checkpoints, inputs, job.resume, "unlearn") if is_main_process() else job.resume
+    last = get_last_checkpoint(str(checkpoints)) if resuming and checkpoints.is_dir() else None
     started = time.time()
     result = trainer.train(resume_from_checkpoint=last)
     seconds = time.time() - started
@@ -73,7 +80,9 @@ def train(job: TrainJob) -> Path:
         "data": {"source": data.source, "sizes": data.sizes(), "fingerprints": data.fingerprints()},
         "trainable_parameters": count_trainable(peft_model),
         "training": {"seconds": round(seconds, 1), "steps": trainer.state.global_step, "resumed_from": last,
-                     "final_loss": round(float(result.training_loss), 5), "sharding": sharding},
+                     "final_loss": round(float(result.training_loss), 5), "sharding": sharding,
+                     "complete": trainer.state.global_step >= trainer.state.max_steps},
+        "resume_key": resume_keys.resume_key(inputs),
     }
     try:
         if not trainer.is_world_process_zero():  # under DDP the main process writes the artifact
@@ -81,6 +90,24 @@ def train(job: TrainJob) -> Path:
         return save_artifact(peft_model, job.artifact_dir, meta)
     finally:
         _forget_wrapper(model)
+
+
+def training_inputs(job: TrainJob, fingerprint: str) -> dict[str, Any]:
+    """Everything that decides the trained soft prompt: the resume key of its checkpoints and artifact (``spul.resume``)."""
+    from spul.resume import result_settings
+
+    model = {k: v for k, v in to_dict(job.model).items() if k != "name_or_path"}
+    return {"base": job.base, "base_fingerprint": fingerprint, "model": model, "task": to_dict(job.task.config),
+            "data": job.data.fingerprints(), "unlearn": result_settings(to_dict(job.config))}
+
+
+def _existing_metadata(folder: Path) -> dict[str, Any] | None:
+    from spul.artifacts import read_metadata
+
+    try:
+        return read_metadata(folder) if folder.is_dir() else None
+    except ArtifactError:
+        return None
 
 
 def _forget_wrapper(model) -> None:
