@@ -2,7 +2,7 @@
 
 Layers, lowest first (a module may import its own layer and the ones below):
 
-    core          errors, io, configuration, the package root
+    core          errors, io, configuration, resume, the package root
     data          spul.data
     models        spul.models, artifacts, testing
     interventions spul.interventions      (what an artifact applies to a frozen model at inference)
@@ -24,7 +24,7 @@ LAYERS = {
     "core": 0, "data": 1, "models": 2, "interventions": 3, "methods": 4, "evaluation": 5, "pipeline": 6, "interfaces": 7,
 }
 ROOM = {
-    "errors": "core", "io": "core", "configuration": "core", "__init__": "core",
+    "errors": "core", "io": "core", "configuration": "core", "resume": "core", "__init__": "core",
     "data": "data", "models": "models", "artifacts": "models", "testing": "models", "interventions": "interventions",
     "methods": "methods", "evaluation": "evaluation", "pipeline": "pipeline", "experiments": "pipeline", "bench": "pipeline",
     "interfaces": "interfaces", "serving": "interfaces",

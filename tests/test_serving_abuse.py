@@ -17,7 +17,7 @@ import time
 
 import httpx
 import pytest
-from test_serving import ADMIN, KEY_A, KEY_BASE, TEXTS, Running, _h, _service, artifacts  # noqa: F401 - fixture
+from test_serving import ADMIN, KEY_A, KEY_BASE, TEXTS, Running, _h, _service
 
 BODY_1MB = json.dumps({"texts": [1] * 333_000}).encode()  # ~1 MB of numbers where strings belong
 
