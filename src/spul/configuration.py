@@ -165,7 +165,7 @@ def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist", "check the path, or run without --config for the defaults")
+        raise ConfigError(f"config file {str(path)!r} does not exist", "check the path, or name a bundled config (list them with `spul config --list`)")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:

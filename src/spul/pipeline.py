@@ -14,48 +14,22 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from spul.configuration import dump_yaml, to_dict
 from spul.data.encoding import TaskEncoder
-from spul.data.sources import DataConfig, load_unlearning_data, write_splits
+from spul.data.sources import load_unlearning_data, write_splits
 from spul.data.splits import UnlearningData
-from spul.data.tasks import Task, TaskConfig
-from spul.errors import ConfigError
-from spul.evaluation.evaluate import EvalConfig, ModelResult, evaluate_model
+from spul.data.tasks import Task
+from spul.evaluation.evaluate import ModelResult, evaluate_model
 from spul.evaluation.report import markdown_table, write_report
 from spul.io import read_json, sha256_text, write_json, write_text
-from spul.methods.finetune.config import FinetuneConfig
-from spul.methods.spul.config import SpulConfig
-from spul.methods.eco.config import EcoConfig
 from spul.methods.distributed import is_main_process
 from spul.models.loading import DType, ModelConfig, load_model, resolve_device, weights_fingerprint
+from spul.run_config import RunConfig  # noqa: F401 - re-exported (spul.pipeline.RunConfig)
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class RunConfig:
-    """Everything one unlearning run needs; every field can come from YAML or ``key=value`` overrides."""
-
-    output_dir: str = "runs/quickstart"
-    model: ModelConfig = field(default_factory=ModelConfig)
-    task: TaskConfig = field(default_factory=TaskConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
-    unlearn: SpulConfig = field(default_factory=SpulConfig)
-    eco: EcoConfig = field(default_factory=EcoConfig)
-    evaluation: EvalConfig = field(default_factory=EvalConfig)
-
-    def __post_init__(self) -> None:
-        if not str(self.output_dir).strip():
-            raise ConfigError("output_dir is empty", "set output_dir to a folder for the run's files")
-
-    @property
-    def out(self) -> Path:
-        return Path(self.output_dir)
 
 
 def prepare(cfg: RunConfig) -> UnlearningData:

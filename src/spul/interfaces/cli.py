@@ -19,7 +19,7 @@ from spul.errors import SpulError
 
 def _load(args) -> "RunConfig":  # noqa: F821
     from spul.configuration import load_config
-    from spul.pipeline import RunConfig
+    from spul.run_config import RunConfig
 
     return load_config(RunConfig, resolve_config_path(args.config), overrides_of(args))
 
@@ -89,7 +89,27 @@ def cmd_run(args) -> int:
     return 0
 
 
+def bundled_configs() -> list[tuple[str, str]]:
+    """``(name, first comment line)`` of every config shipped in spul/configs (experiments as experiments/NAME)."""
+    from importlib import resources
+
+    root = resources.files("spul") / "configs"
+    found = []
+    for folder, prefix in ((root, ""), (root / "experiments", "experiments/")):
+        for entry in sorted((e for e in folder.iterdir() if e.name.endswith(".yaml")), key=lambda e: e.name):
+            first = next((line.lstrip("# ").strip() for line in entry.read_text(encoding="utf-8").splitlines() if line.startswith("#")), "")
+            found.append((prefix + entry.name.removesuffix(".yaml"), first))
+    return found
+
+
 def cmd_config(args) -> int:
+    if args.list:
+        configs = bundled_configs()
+        width = max(len(name) for name, _ in configs)
+        print("bundled configs (use with -c NAME; experiments/* with `spul experiment -c`):")
+        for name, about in configs:
+            print(f"  {name:<{width}}  {about[:110]}")
+        return 0
     from spul.configuration import dump_yaml
 
     print(dump_yaml(_load(args)), end="")
@@ -123,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
         add_config_arguments(p)
         if name == "unlearn":
             p.add_argument("--no-resume", action="store_true", help="start over instead of resuming from the last checkpoint")
+        if name == "config":
+            p.add_argument("--list", action="store_true", help="list the bundled configs (names usable with -c)")
         if name == "evaluate":
             p.add_argument("--artifact", help="artifact folder (default: OUTPUT_DIR/artifact when present)")
             p.add_argument("--base", help="base model to evaluate (default: the artifact's base model)")
@@ -137,6 +159,23 @@ def build_parser() -> argparse.ArgumentParser:
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         importlib.import_module(f"{commands.__name__}.{info.name}").register(sub)
     return parser
+
+
+# These subcommands train into output_dir: without -c they would start the paper-default run somewhere.
+REQUIRES_CONFIG = ("run", "finetune", "unlearn")
+# These read a RunConfig: it is validated before any heavy import, so a typo is answered in well under a second.
+RUN_CONFIG_COMMANDS = ("prepare", "finetune", "unlearn", "evaluate", "run", "config", "eco")
+
+
+def check_config(args) -> None:
+    """Fail fast on a missing ``-c`` or an invalid config, before torch/transformers load."""
+    from spul.errors import ConfigError
+
+    if args.command in REQUIRES_CONFIG and not getattr(args, "config", None):
+        raise ConfigError(f"spul {args.command} needs a config: -c FILE or a bundled name",
+                          f"list the bundled ones with `spul config --list`, e.g. spul {args.command} -c quickstart")
+    if args.command in RUN_CONFIG_COMMANDS and not getattr(args, "list", False):
+        _load(args)
 
 
 def _quiet_libraries() -> None:
@@ -162,9 +201,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if not args.verbose:
-        _quiet_libraries()
     try:
+        check_config(args)  # before the libraries load: a typo costs well under a second
+        if not args.verbose and args.command != "config":
+            _quiet_libraries()
         return args.func(args)
     except SpulError as err:
         print(f"spul: error: {err}", file=sys.stderr)

@@ -61,6 +61,10 @@ class TrainConfig:
 
     def use_bf16(self, device_type: str) -> bool:
         if self.precision is Precision.BF16:
+            if device_type == "cpu":
+                from spul.models.hardware import warn_slow_cpu_bf16
+
+                warn_slow_cpu_bf16("precision")
             return True
         if self.precision is Precision.AUTO and device_type == "cuda":
             import torch

@@ -7,18 +7,17 @@ in the user cache; later loads read that folder in about a second.
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import importlib.util
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from spul.errors import ConfigError, ModelError
+from spul.models.config import DEFAULT_MODEL, DType, ModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -30,48 +29,7 @@ PACKAGED_MODELS: dict[str, dict[str, str]] = {
         "hub_id": "HuggingFaceTB/SmolLM2-135M-Instruct",
     }
 }
-DEFAULT_MODEL = "packaged:smollm2-135m-instruct"
-
-
-class DType(str, enum.Enum):
-    AUTO = "auto"
-    FLOAT32 = "float32"
-    BFLOAT16 = "bfloat16"
-    FLOAT16 = "float16"
-
-    def resolve(self, device: torch.device) -> torch.dtype:
-        if self is DType.AUTO:
-            if device.type == "cuda":
-                return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-            return torch.float32
-        return {DType.FLOAT32: torch.float32, DType.BFLOAT16: torch.bfloat16, DType.FLOAT16: torch.float16}[self]
-
-    @classmethod
-    def of(cls, dtype: torch.dtype) -> "DType":
-        return cls(str(dtype).removeprefix("torch."))
-
-
-@dataclass
-class ModelConfig:
-    """Which causal LM to load, how, and where."""
-
-    name_or_path: str = DEFAULT_MODEL
-    dtype: DType = DType.AUTO
-    device: str = "auto"
-    # the longest prompt (tokens) fed to the model; longer texts are truncated inside the {text} slot
-    max_length: int = 256
-    trust_remote_code: bool = False
-    revision: str | None = None
-    attn_implementation: str | None = None
-
-    def __post_init__(self) -> None:
-        self.dtype = DType(self.dtype)
-        if not self.name_or_path:
-            raise ConfigError("model.name_or_path is empty", f"name a hub model id, a local folder, or {DEFAULT_MODEL}")
-        if self.max_length < 16:
-            raise ConfigError(f"model.max_length={self.max_length} is too small", "use at least 16 tokens (256 is typical)")
-        if self.device not in ("auto", "cpu") and not self.device.startswith(("cuda", "mps", "xpu")):
-            raise ConfigError(f"model.device={self.device!r} is not a device", "use auto, cpu, cuda or cuda:N")
+__all__ = ["DEFAULT_MODEL", "DType", "ModelConfig", "load_model", "load_tokenizer", "resolve_device", "weights_fingerprint"]
 
 
 def resolve_device(name: str = "auto") -> torch.device:

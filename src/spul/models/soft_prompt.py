@@ -8,23 +8,11 @@ init is N(0, 1), several times the scale of typical embeddings, which slows or d
 
 from __future__ import annotations
 
-import enum
-
 import torch
 
 from spul.errors import ConfigError
+from spul.models.config import PromptEncoder, PromptInit  # noqa: F401 - re-exported
 from spul.models.seeding import seeded
-
-
-class PromptEncoder(str, enum.Enum):
-    PROMPT_TUNING = "prompt_tuning"
-    P_TUNING = "p_tuning"
-
-
-class PromptInit(str, enum.Enum):
-    VOCAB = "vocab"  # embeddings of randomly drawn vocabulary tokens
-    TEXT = "text"  # embeddings of a given text, repeated to length p
-    RANDOM = "random"  # PEFT's N(0,1) init, kept for comparison with the authors' setup
 
 
 def make_prompt_config(
