@@ -26,7 +26,8 @@ from spul.evaluation.evaluate import ModelResult, evaluate_model
 from spul.evaluation.report import markdown_table, write_report
 from spul.io import read_json, sha256_text, write_json, write_text
 from spul.methods.distributed import is_main_process
-from spul.models.loading import DType, ModelConfig, load_model, resolve_device, weights_fingerprint
+from spul.models.loading import (DType, ModelConfig, load_model, local_model_path, portable_model_ref, resolve_device,
+                                 weights_fingerprint)
 from spul.run_config import RunConfig  # noqa: F401 - re-exported (spul.pipeline.RunConfig)
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,25 @@ def base_model_path(cfg: RunConfig) -> str:
     if not cfg.finetune.enabled:
         return cfg.model.name_or_path
     return str(cfg.out / "familiarized" / ("model" if cfg.finetune.merge else "adapter"))
+
+
+def base_model_record(cfg: RunConfig, base: str) -> dict[str, Any]:
+    """How ``spul.json`` names the frozen base so it resolves from any folder and machine: ``base_model`` (a hub
+    id, ``packaged:NAME`` or an absolute folder), ``base_model_path`` (the absolute folder on this machine, when
+    local) and, after familiarisation, the pretrained model plus the absolute LoRA adapter and merged folders."""
+    record: dict[str, Any] = {
+        "base_model": portable_model_ref(base),
+        "base_model_path": local_model_path(base),
+        "pretrained_model": portable_model_ref(cfg.model.name_or_path),
+    }
+    if cfg.finetune.enabled:
+        folder = cfg.out / "familiarized"
+        record["familiarization"] = {
+            "pretrained_model": portable_model_ref(cfg.model.name_or_path),
+            "adapter": str((folder / "adapter").resolve()) if (folder / "adapter").is_dir() else None,
+            "merged_model": str((folder / "model").resolve()) if (folder / "model").is_dir() else None,
+        }
+    return record
 
 
 def finetune(cfg: RunConfig, data: UnlearningData | None = None) -> str:
@@ -122,9 +142,8 @@ def unlearn(cfg: RunConfig, data: UnlearningData | None = None, base: str | None
     peft_model.eval()
     meta = {
         "method": "spul",
-        "base_model": base,
+        **base_model_record(cfg, base),
         "base_fingerprint": fingerprint,
-        "pretrained_model": cfg.model.name_or_path,
         "tokenizer": getattr(tokenizer, "name_or_path", ""),
         "tokenizer_fingerprint": sha256_text(repr(encoder.head_ids), repr(encoder.tail_ids), repr(encoder.candidate_ids))[:16],
         "task": to_dict(cfg.task),
@@ -176,6 +195,10 @@ def evaluate(cfg: RunConfig, data: UnlearningData | None = None, artifact: str |
         result.info = {"artifact": str(artifact), "trainable_parameters": meta.get("trainable_parameters"), "training": meta.get("training")}
         results.append(result)
     write_report(results, report_dir, {"sizes": data.sizes(), "config": to_dict(cfg)})
+    if artifact is not None and is_main_process() and Path(artifact).resolve() == (cfg.out / "artifact").resolve():
+        from spul.artifacts import write_model_card  # this run's own artifact: its card gets the table
+
+        write_model_card(artifact, markdown_table(results, with_f1=False))
     return results
 
 

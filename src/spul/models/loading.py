@@ -101,6 +101,23 @@ def resolve_model_path(name_or_path: str) -> str:
     return name_or_path
 
 
+def portable_model_ref(name_or_path: str) -> str:
+    """How an artifact names a model so it resolves from any folder: a local path becomes absolute; a hub id
+    and a ``packaged:NAME`` stay as given (spul resolves both on any machine)."""
+    if name_or_path.startswith("packaged:"):
+        return name_or_path
+    expanded = os.path.expanduser(name_or_path)
+    return str(Path(expanded).resolve()) if os.path.exists(expanded) else name_or_path
+
+
+def local_model_path(name_or_path: str) -> str | None:
+    """The absolute folder a model loads from on this machine (packaged models: their cache), None for hub ids."""
+    if name_or_path.startswith("packaged:"):
+        return str(Path(resolve_model_path(name_or_path)).resolve())
+    ref = portable_model_ref(name_or_path)
+    return ref if os.path.isabs(ref) else None
+
+
 def load_tokenizer(name_or_path: str, revision: str | None = None, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
@@ -156,7 +173,9 @@ def load_model(config: ModelConfig | str | None = None, quantization_config: Any
     if os.path.isfile(os.path.join(path, "adapter_config.json")):
         model = _apply_adapter(model, path, merge=quantization_config is None)
     model.config.pad_token_id = tokenizer.pad_token_id
-    model._spul_source = config.name_or_path
+    if os.path.isabs(path) or os.path.exists(path):  # adapters saved on this model record an absolute base
+        model.config._name_or_path = model.name_or_path = str(Path(path).resolve())
+    model._spul_source = portable_model_ref(config.name_or_path)
     return model, tokenizer
 
 

@@ -46,7 +46,15 @@ def add_soft_prompt(model, encoder: PromptEncoder, num_virtual_tokens: int, init
     """Wrap ``model`` in a PEFT prompt-learning model; only the prompt's parameters require grad."""
     from peft import get_peft_model
 
-    name = getattr(model, "_spul_source", None) or model.config._name_or_path
+    # PEFT's adapter_config.json names the base for plain PEFT users: an absolute folder (a packaged model's
+    # cache, a familiarised model or LoRA folder) or a hub id, never a path relative to the current folder
+    source = getattr(model, "_spul_source", None)
+    if source:
+        from spul.models.loading import local_model_path
+
+        name = local_model_path(source) or source
+    else:
+        name = model.config._name_or_path
     config = make_prompt_config(PromptEncoder(encoder), num_virtual_tokens, name, encoder_hidden_size=encoder_hidden_size)
     with seeded(seed):  # random prompt rows and the P-tuning MLP are drawn here
         peft_model = get_peft_model(model, config)

@@ -23,7 +23,7 @@ from spul.methods.losses import baseline_loss, kl_base_to_prompted, per_row_mean
 from spul.methods.sharding import refuse_fsdp_launch
 from spul.methods.training import AnswerCollator, AnswerDataset, AnswerTrainer, build_examples
 from spul.models.forward import hidden_states, lm_logits
-from spul.models.loading import ModelConfig, load_model, resolve_device, weights_fingerprint
+from spul.models.loading import ModelConfig, load_model, portable_model_ref, resolve_device, weights_fingerprint
 from spul.models.lora import add_lora
 from spul.models.soft_prompt import count_trainable
 
@@ -120,7 +120,7 @@ def train_baseline(model_cfg: ModelConfig, task: Task, data: UnlearningData, cfg
     meta: dict[str, Any] = {
         "method": cfg.method.value,
         "tuning": cfg.tuning.value,
-        "base_model": base,
+        "base_model": portable_model_ref(base),
         "base_fingerprint": fingerprint,
         "task": to_dict(task.config),
         "max_length": model_cfg.max_length,

@@ -42,7 +42,7 @@ def _load_base(cfg, base: str):
 def train_eco(cfg, data: UnlearningData, base: str, model=None, tokenizer=None) -> Path:
     """Train the classifier, tune σ on train-forget, save the artifact; returns its folder."""
     from spul.artifacts import save_artifact
-    from spul.models.loading import weights_fingerprint
+    from spul.models.loading import portable_model_ref, weights_fingerprint
 
     ecfg = cfg.eco
     if model is None:
@@ -65,9 +65,9 @@ def train_eco(cfg, data: UnlearningData, base: str, model=None, tokenizer=None) 
     write_json(eco_dir(cfg) / "search_log.json", search_log)
     meta = {
         "method": "eco",
-        "base_model": base,
+        "base_model": portable_model_ref(base),
         "base_fingerprint": weights_fingerprint(model),
-        "pretrained_model": cfg.model.name_or_path,
+        "pretrained_model": portable_model_ref(cfg.model.name_or_path),
         "task": to_dict(cfg.task),
         "max_length": cfg.model.max_length,
         "hyperparameters": to_dict(ecfg),
