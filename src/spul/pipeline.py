@@ -52,6 +52,17 @@ def base_model_path(cfg: RunConfig) -> str:
     return str(cfg.out / "familiarized" / ("model" if cfg.finetune.merge else "adapter"))
 
 
+def tracked(cfg: RunConfig, section, phase: str):
+    """``section`` (a training config) with its tracking defaults filled in: TensorBoard events under
+    ``OUTPUT/tensorboard/<phase>`` and a run name ``<output folder>-<phase>``, unless the config sets them."""
+    from dataclasses import replace
+
+    if not section.report_to:
+        return section
+    return replace(section, logging_dir=section.logging_dir or str(cfg.out / "tensorboard" / phase),
+                   run_name=section.run_name or f"{cfg.out.resolve().name}-{phase}")
+
+
 def base_model_record(cfg: RunConfig, base: str) -> dict[str, Any]:
     """How ``spul.json`` names the frozen base so it resolves from any folder and machine: ``base_model`` (a hub
     id, ``packaged:NAME`` or an absolute folder), ``base_model_path`` (the absolute folder on this machine, when
@@ -79,13 +90,16 @@ def finetune(cfg: RunConfig, data: UnlearningData | None = None) -> str:
         return cfg.model.name_or_path
     data = data or prepare(cfg)
     folder = cfg.out / "familiarized"
-    key = _step_key(to_dict(cfg.model), to_dict(cfg.task), to_dict(cfg.finetune), data.fingerprints())
+    from spul.methods.config import TRACKING_FIELDS
+
+    settings = {k: v for k, v in to_dict(cfg.finetune).items() if k not in TRACKING_FIELDS}  # tracking never forces a redo
+    key = _step_key(to_dict(cfg.model), to_dict(cfg.task), settings, data.fingerprints())
     stamp = folder / "done.json"
     if stamp.is_file() and read_json(stamp).get("key") == key and Path(base_model_path(cfg)).is_dir():
         log.info("familiarised model is up to date: %s", base_model_path(cfg))
         return base_model_path(cfg)
     started = time.time()
-    path = familiarize(cfg.model, Task(cfg.task), data, cfg.finetune, folder)
+    path = familiarize(cfg.model, Task(cfg.task), data, tracked(cfg, cfg.finetune, "familiarise"), folder)
     write_json(stamp, {"key": key, "path": str(path), "seconds": round(time.time() - started, 1)})
     return str(path)
 
@@ -113,7 +127,7 @@ def unlearn(cfg: RunConfig, data: UnlearningData | None = None, base: str | None
 
     data = data or prepare(cfg)
     base = base or (finetune(cfg, data) if cfg.finetune.enabled else cfg.model.name_or_path)
-    ucfg = cfg.unlearn
+    ucfg = tracked(cfg, cfg.unlearn, "unlearn")
     device = resolve_device(cfg.model.device)
     shard = sharding_requested(ucfg.shard_frozen_weights)
     model_cfg = _derived_model_config(cfg, base)
@@ -195,6 +209,11 @@ def evaluate(cfg: RunConfig, data: UnlearningData | None = None, artifact: str |
         result.info = {"artifact": str(artifact), "trainable_parameters": meta.get("trainable_parameters"), "training": meta.get("training")}
         results.append(result)
     write_report(results, report_dir, {"sizes": data.sizes(), "config": to_dict(cfg)})
+    track = tracked(cfg, cfg.unlearn, "unlearn")  # the evaluation joins the unlearning run
+    if track.report_to and is_main_process():
+        from spul.evaluation.tracking import log_evaluation
+
+        log_evaluation(results, markdown_table(results, with_f1=False), track.report_to, track.logging_dir, track.run_name)
     if artifact is not None and is_main_process() and Path(artifact).resolve() == (cfg.out / "artifact").resolve():
         from spul.artifacts import write_model_card  # this run's own artifact: its card gets the table
 

@@ -62,7 +62,7 @@ def _cached_scores(model, encoder, texts, cfg, provider, identity, split, data, 
         except (ValueError, KeyError):
             pass  # a damaged cache entry is recomputed
     scores = score_texts(model, encoder, texts, batch_size=cfg.batch_size, prompt_provider=provider,
-                         progress=cfg.progress, desc=f"eval {split.value}")
+                         progress=cfg.progress, desc=f"evaluate {split.value}")
     if path is not None:
         write_json(path, {"identity": identity, "split": split.value, "loglik": scores.loglik.tolist()})
     return scores

@@ -41,6 +41,43 @@ def resolve_config_path(name: str | None) -> str | None:
     return str(bundled) if bundled.is_file() else name
 
 
+_RUN_LOGS: list[tuple[logging.Handler, int, list[logging.Handler]]] = []  # handler, root level before, handlers re-levelled
+
+
+def start_run_log(cfg, args) -> None:
+    """Append this command's log (INFO and up, training losses included) to ``OUTPUT/run.log``; the console keeps
+    its level. One process of a multi-process launch writes it."""
+    if os.environ.get("RANK", "0") != "0":
+        return
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(cfg.out / "run.log", encoding="utf-8")
+    handler.setLevel(logging.INFO)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    relevelled = [h for h in root.handlers if h.level == logging.NOTSET]
+    for existing in relevelled:
+        existing.setLevel(root.level)  # the console stays at WARNING (or INFO with -v)
+    _RUN_LOGS.append((handler, root.level, relevelled))
+    root.addHandler(handler)
+    root.setLevel(min(root.level, logging.INFO))
+    from spul import __version__
+
+    logging.getLogger("spul").info("spul %s: spul %s", __version__, " ".join(sys.argv[1:]) or args.command)
+
+
+def _close_run_logs(error: str | None = None) -> None:
+    root = logging.getLogger()
+    while _RUN_LOGS:
+        handler, level, relevelled = _RUN_LOGS.pop()
+        if error:
+            handler.handle(logging.LogRecord("spul", logging.ERROR, __file__, 0, error, None, None))
+        root.removeHandler(handler)
+        handler.close()
+        root.setLevel(level)
+        for existing in relevelled:
+            existing.setLevel(logging.NOTSET)
+
+
 def cmd_prepare(args) -> int:
     from spul.pipeline import prepare
 
@@ -53,7 +90,9 @@ def cmd_prepare(args) -> int:
 def cmd_finetune(args) -> int:
     from spul.pipeline import finetune
 
-    print(f"familiarized model: {finetune(_load(args))}")
+    cfg = _load(args)
+    start_run_log(cfg, args)
+    print(f"familiarized model: {finetune(cfg)}")
     return 0
 
 
@@ -61,6 +100,7 @@ def cmd_unlearn(args) -> int:
     from spul.pipeline import unlearn
 
     cfg = _load(args)
+    start_run_log(cfg, args)
     print(f"artifact: {unlearn(cfg, resume=not args.no_resume)}")
     return 0
 
@@ -69,6 +109,7 @@ def cmd_evaluate(args) -> int:
     from spul.pipeline import evaluate, summary
 
     cfg = _load(args)
+    start_run_log(cfg, args)
     results = evaluate(cfg, artifact=args.artifact, base=args.base)
     print(summary(results))
     print(f"report: {cfg.out / 'report' / 'results.md'}")
@@ -81,6 +122,7 @@ def cmd_run(args) -> int:
     from spul.pipeline import run, summary
 
     cfg = _load(args)
+    start_run_log(cfg, args)
     started = time.time()
     results = run(cfg)
     print()
@@ -201,16 +243,19 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    error = None
     try:
         check_config(args)  # before the libraries load: a typo costs well under a second
         if not args.verbose and args.command != "config":
             _quiet_libraries()
         return args.func(args)
     except SpulError as err:
-        print(f"spul: error: {err}", file=sys.stderr)
+        error = f"spul: error: {err}"
+        print(error, file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
-        print("spul: interrupted; finished steps and checkpoints are kept, run the same command again to resume", file=sys.stderr)
+        error = "spul: interrupted; finished steps and checkpoints are kept, run the same command again to resume"
+        print(error, file=sys.stderr)
         return 130
     except MemoryError:
         print("spul: error: out of memory — fix: lower the batch size (e.g. unlearn.batch_size=8) or model.max_length", file=sys.stderr)
@@ -222,8 +267,11 @@ def main(argv: list[str] | None = None) -> int:
             print("spul: error: out of memory on the device — fix: lower the batch size or max_length, or enable gradient checkpointing", file=sys.stderr)
             return 3
         first = str(err).splitlines()[0][:300] if str(err) else ""
-        print(f"spul: error: unexpected {type(err).__name__}: {first} — fix: re-run with -v for the full traceback and report it", file=sys.stderr)
+        error = f"spul: error: unexpected {type(err).__name__}: {first} — fix: re-run with -v for the full traceback and report it"
+        print(error, file=sys.stderr)
         return 1
+    finally:
+        _close_run_logs(error)
 
 
 if __name__ == "__main__":

@@ -66,6 +66,9 @@ def packaged_model_path(name: str) -> Path:
     gguf = pkg_dir / spec["gguf"]
     if not gguf.is_file():
         raise ModelError(f"{spec['pip']} is installed but {gguf.name} is missing from it", f"reinstall: pip install --force-reinstall --no-deps {spec['pip']}")
+    if importlib.util.find_spec("gguf") is None:
+        raise ModelError(f"packaged model {name!r} is a GGUF file and reading it needs the gguf package",
+                         "pip install 'spul[packaged]'  (or pip install gguf)")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from spul.io import atomic_dir

@@ -22,6 +22,7 @@ class FinetuneTrainer(AnswerTrainer):
     """Cross-entropy on the true label of every row (forget and retain alike)."""
 
     frozen_trunk_in_eval_mode = False
+    phase = "familiarise"
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         row_nll = self.answer_nll(model, inputs)
