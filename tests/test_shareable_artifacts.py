@@ -7,8 +7,8 @@ import stat
 from pathlib import Path
 
 import pytest
-
 from conftest import tiny_run_config
+
 from spul.io import atomic_dir, read_json, write_json, write_text
 
 

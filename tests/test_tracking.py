@@ -7,8 +7,8 @@ import importlib.util
 from pathlib import Path
 
 import pytest
-
 from conftest import tiny_run_config
+
 from spul.errors import ConfigError
 from spul.methods.config import TrainConfig
 

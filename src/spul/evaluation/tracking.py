@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 log = logging.getLogger(__name__)
 
