@@ -155,3 +155,16 @@ def test_packaged_model_without_gguf_is_a_one_line_error(monkeypatch, tmp_path):
     monkeypatch.setenv("SPUL_CACHE", str(tmp_path))  # nothing converted yet: the GGUF file must be read
     with pytest.raises(ModelError, match=r"spul\[packaged\]"):
         packaged_model_path("smollm2-135m-instruct")
+
+
+def test_validating_a_whole_config_loads_no_torch():
+    code = ("import sys; from spul.configuration import load_config; from spul.interfaces.cli import resolve_config_path; "
+            "from spul.run_config import RunConfig; "
+            "[load_config(RunConfig, resolve_config_path(n), ['eco.corruption.name=zero']) for n in ('quickstart', 'quickstart_mcqa')]; "
+            "print('torch' in sys.modules, 'transformers' in sys.modules)")
+    proc = _spul(code=code)
+    assert proc.stdout.split() == ["False", "False"], proc.stderr[-1500:]
+    from spul.methods.eco.config import BUILTIN_CORRUPTIONS
+    from spul.methods.eco.corruptions import CORRUPTIONS
+
+    assert set(BUILTIN_CORRUPTIONS) <= set(CORRUPTIONS)

@@ -65,6 +65,10 @@ class ClassifierConfig:
             raise ConfigError(f"eco.classifier.regularization={self.regularization} is invalid", "use a positive C such as 1.0")
 
 
+# the corruptions spul.methods.eco.corruptions registers itself; checked without importing it (torch)
+BUILTIN_CORRUPTIONS = ("noise", "zero", "sign_flip")
+
+
 @dataclass
 class CorruptionConfig:
     """One registered corruption applied to the selected dimensions of flagged prompts' embeddings."""
@@ -76,9 +80,11 @@ class CorruptionConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        from spul.methods.eco.corruptions import CORRUPTIONS
-
         self.select = DimSelect(self.select)
+        if self.name not in BUILTIN_CORRUPTIONS:  # a registered one: consult the registry (imports torch)
+            from spul.methods.eco.corruptions import CORRUPTIONS
+        else:
+            CORRUPTIONS = BUILTIN_CORRUPTIONS
         if self.name not in CORRUPTIONS:
             raise ConfigError(f"eco.corruption.name={self.name!r} is unknown", f"use one of: {', '.join(sorted(CORRUPTIONS))}")
         if self.dims < 0:
