@@ -84,6 +84,7 @@ class TrainConfig:
         self.precision = Precision(self.precision)
         if isinstance(self.report_to, str):
             self.report_to = [v.strip() for v in self.report_to.split(",") if v.strip()]
+        self.report_to = [v for v in self.report_to if v != "none"]  # [] and [none] both mean no tracking
         check_report_to(self.report_to)
         self.sampling = Sampling(self.sampling)
         checks = [
