@@ -28,7 +28,8 @@ def save_artifact(peft_model, folder: str | Path, metadata: dict[str, Any]) -> P
         if peft_model is not None:
             peft_model.save_pretrained(tmp, safe_serialization=True)
         write_json(tmp / METADATA, meta)
-        write_text(tmp / CARD, model_card(meta))  # replaces PEFT's boilerplate card
+        if meta.get("method") == "spul":  # the card describes a soft prompt; other methods keep their own files
+            write_text(tmp / CARD, model_card(meta))  # replaces PEFT's boilerplate card
     return folder
 
 

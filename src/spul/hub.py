@@ -82,8 +82,9 @@ def push_artifact(folder: str | os.PathLike, repo_id: str, target: Any, private:
     if not REPO_ID.match(repo_id or ""):
         raise ConfigError(f"--repo {repo_id!r} is not a repo id", "write OWNER/NAME, e.g. my-org/sst2-forget-prompt")
     meta = read_metadata(folder)
-    if not (folder / CARD).is_file() or "spul" not in (folder / CARD).read_text(encoding="utf-8", errors="replace"):
-        write_model_card(folder)
+    if meta.get("method") == "spul" and "spul" not in ((folder / CARD).read_text(encoding="utf-8", errors="replace")
+                                                       if (folder / CARD).is_file() else ""):
+        write_model_card(folder)  # an artifact from before model cards
     if str(meta.get("base_model", "")).startswith(("/", ".")):
         # an absolute local base resolves only on this machine; say so rather than fail for the downloader later
         import logging
