@@ -90,7 +90,7 @@ def model_card(meta: dict[str, Any], results_table: str | None = None) -> str:
         "",
         "```bash",
         "spul evaluate -c CONFIG --artifact THIS_FOLDER",
-        "spul serve --artifact THIS_FOLDER",
+        f"spul serve --model {base} --artifact forget=THIS_FOLDER --keys keys.yaml   # docs/serving.md",
         "```",
         "",
         "With plain PEFT:",
