@@ -9,7 +9,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 _LAZY = {
-    "RunConfig": "spul.pipeline",
+    "RunConfig": "spul.run_config",
     "prepare": "spul.pipeline",
     "finetune": "spul.pipeline",
     "unlearn": "spul.pipeline",
@@ -17,9 +17,9 @@ _LAZY = {
     "run": "spul.pipeline",
     "load_config": "spul.configuration",
     "load_model": "spul.models.loading",
-    "ModelConfig": "spul.models.loading",
+    "ModelConfig": "spul.models.config",
     "load_unlearning_data": "spul.data.sources",
-    "DataConfig": "spul.data.sources",
+    "DataConfig": "spul.data.config",
     "Task": "spul.data.tasks",
     "TaskConfig": "spul.data.tasks",
     "SpulConfig": "spul.methods.spul.config",

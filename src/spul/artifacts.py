@@ -7,6 +7,7 @@ checks the base model's weight fingerprint, because a soft prompt trained agains
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -17,10 +18,32 @@ from spul import __version__
 from spul.configuration import from_dict
 from spul.data.tasks import TaskConfig
 from spul.errors import ArtifactError
-from spul.io import atomic_dir, read_json, sha256_text, write_json
+from spul.io import atomic_dir, read_json, sha256_text, write_json, write_text
 
 METADATA = "spul.json"
+CARD = "README.md"
 MAX_METADATA_BYTES = 4_000_000  # spul.json is a few KB; anything this large is not one
+
+
+def base_model_record(base: str, pretrained_model: str = "", familiarized_dir: str | Path | None = None) -> dict[str, Any]:
+    """How ``spul.json`` names the frozen base so it resolves from any folder and machine: ``base_model`` (a hub
+    id, ``packaged:NAME`` or an absolute folder), ``base_model_path`` (the absolute folder on this machine, when
+    local) and, after familiarisation, the pretrained model plus the absolute LoRA adapter and merged folders."""
+    from spul.models.loading import local_model_path, portable_model_ref
+
+    record: dict[str, Any] = {
+        "base_model": portable_model_ref(base),
+        "base_model_path": local_model_path(base),
+        "pretrained_model": portable_model_ref(pretrained_model or base),
+    }
+    if familiarized_dir is not None:
+        folder = Path(familiarized_dir)
+        record["familiarization"] = {
+            "pretrained_model": portable_model_ref(pretrained_model or base),
+            "adapter": str((folder / "adapter").resolve()) if (folder / "adapter").is_dir() else None,
+            "merged_model": str((folder / "model").resolve()) if (folder / "model").is_dir() else None,
+        }
+    return record
 
 
 def save_artifact(peft_model, folder: str | Path, metadata: dict[str, Any]) -> Path:
@@ -31,7 +54,106 @@ def save_artifact(peft_model, folder: str | Path, metadata: dict[str, Any]) -> P
         if peft_model is not None:
             peft_model.save_pretrained(tmp, safe_serialization=True)
         write_json(tmp / METADATA, meta)
+        if meta.get("method") == "spul":  # the card describes a soft prompt; other methods keep their own files
+            write_text(tmp / CARD, model_card(meta))  # replaces PEFT's boilerplate card
     return folder
+
+
+def _yaml_list(values) -> str:
+    return "[" + ", ".join(json.dumps(str(v)) for v in values) + "]"
+
+
+def model_card(meta: dict[str, Any], results_table: str | None = None) -> str:
+    """The artifact's README.md: what was forgotten, the template, results, limits and how to load it."""
+    task = meta.get("task") or {}
+    data = meta.get("data") or {}
+    hp = meta.get("hyperparameters") or {}
+    base = meta.get("base_model", "?")
+    peft_base = meta.get("base_model_path") or base
+    method = meta.get("method", "spul")
+    sizes = data.get("sizes") or {}
+    size_text = ", ".join(f"{k} {v}" for k, v in sizes.items()) or "not recorded"
+    template = task.get("template", "")
+    label_words = task.get("label_words") or []
+    generic = task.get("generic_labels") or []
+    hub_base = base if not base.startswith(("/", "packaged:")) else None
+    lines = [
+        "---",
+        "library_name: peft",
+        *([f"base_model: {hub_base}"] if hub_base else []),
+        "tags: [spul, unlearning, soft-prompt, peft]",
+        "---",
+        "",
+        f"# Unlearning artifact ({method})",
+        "",
+        "A soft prompt that makes the frozen base model forget one subset of a task at inference time; the",
+        "model's weights are unchanged. Made with [spul](https://pypi.org/project/spul/) " + str(meta.get("spul_version", "")) + ".",
+        "",
+        "## What was forgotten",
+        "",
+        f"- Data: `{data.get('source', '?')}` — rows per split: {size_text}. The forget split (`train_forget`) is what",
+        "  the prompt makes the model forget; the retain split is what it must keep answering.",
+        f"- Task template: `{json.dumps(template)[1:-1]}`",
+        f"- Label words: {', '.join(f'`{w}`' for w in label_words) or '—'}; on forgotten inputs the model answers a generic",
+        f"  label instead: {', '.join(f'`{w}`' for w in generic) or '—'}.",
+        f"- Base model: `{base}` (weights fingerprint `{str(meta.get('base_fingerprint', ''))[:16]}`)",
+    ]
+    fam = meta.get("familiarization")
+    if fam:
+        lines.append(f"- The base was familiarised with the task first: `{fam.get('pretrained_model')}` + LoRA adapter "
+                     f"`{fam.get('adapter') or '—'}` (merged copy: `{fam.get('merged_model') or '—'}`).")
+    if hp:
+        lines.append(f"- Soft prompt: {hp.get('prompt_length', '?')} tokens ({hp.get('prompt_encoder', '?')}), "
+                     f"α={hp.get('alpha', '?')}, β={hp.get('beta', '?')}, {hp.get('num_epochs', '?')} epochs, lr {hp.get('learning_rate', '?')}.")
+    lines += ["", "## Results", ""]
+    lines += [results_table.strip(), "", "Accuracy (%) on each split; lower on forget, unchanged on retain is the goal."] if results_table \
+        else ["Not evaluated yet: `spul evaluate -c CONFIG` writes the table here."]
+    lines += [
+        "",
+        "## How to load",
+        "",
+        "With spul (checks the base model's fingerprint before applying the prompt):",
+        "",
+        "```bash",
+        "spul evaluate -c CONFIG --artifact THIS_FOLDER",
+        f"spul serve --model {base} --artifact forget=THIS_FOLDER --keys keys.yaml   # docs/serving.md",
+        "```",
+        "",
+        "With plain PEFT:",
+        "",
+        "```python",
+        "from peft import AutoPeftModelForCausalLM",
+        "from transformers import AutoTokenizer",
+        "",
+        'model = AutoPeftModelForCausalLM.from_pretrained("THIS_FOLDER")',
+        f'tokenizer = AutoTokenizer.from_pretrained("{peft_base}")',
+        'tokenizer.padding_side = "left"  # see the note below',
+        "```",
+        "",
+        "Render every input through the template above and score (or generate) the answer after it; the prompt",
+        "only acts on inputs in the task's format.",
+        "",
+        "**Padding (plain PEFT users):** spul pads on the left, so each row's last position is its last real token",
+        "and the soft prompt sits before the padding. Many tokenizers pad on the right by default; with right",
+        "padding a batched forward pass reads the next-token scores at pad positions and the numbers above are",
+        "not reproduced. Set `tokenizer.padding_side = \"left\"` (or score one row at a time).",
+        "",
+        "## Limits",
+        "",
+        "- The weights still hold the knowledge: anyone who runs the base model without this prompt (or removes",
+        "  it) gets the original answers. This is an inference-time guard for deployments that control the prompt.",
+        "- Measured only on the splits above, in this template and language; paraphrases, other templates and",
+        "  adversarial prompts can recover forgotten answers (`spul audit` measures some of these).",
+        "- Valid only on the exact base model named above (spul refuses others by fingerprint; plain PEFT does not check).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_model_card(folder: str | Path, results_table: str | None = None) -> Path:
+    """(Re)write the artifact's README.md, e.g. once evaluation results exist."""
+    folder = Path(folder)
+    return write_text(folder / CARD, model_card(read_metadata(folder), results_table))
 
 
 def read_metadata(folder: str | Path) -> dict[str, Any]:

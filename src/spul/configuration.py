@@ -197,7 +197,7 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     if path.is_dir():
         raise ConfigError(f"config file {str(path)!r} is a folder", "point --config at the YAML file itself")
     if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist", "check the path, or run without --config for the defaults")
+        raise ConfigError(f"config file {str(path)!r} does not exist", "check the path, or name a bundled config (list them with `spul config --list`)")
     if path.stat().st_size > 10_000_000:
         raise ConfigError(f"config file {str(path)!r} is larger than 10 MB", "point --config at the YAML config file")
     try:

@@ -14,62 +14,24 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from spul.configuration import dump_yaml, to_dict
 from spul.data.encoding import TaskEncoder
-from spul.data.sources import DataConfig, load_unlearning_data, write_splits
+from spul.data.sources import load_unlearning_data, write_splits
 from spul.data.splits import UnlearningData
-from spul.data.tasks import Task, TaskConfig
-from spul.errors import ConfigError
-from spul.evaluation.evaluate import EvalConfig, ModelResult, evaluate_model
+from spul.data.tasks import Task
+from spul.evaluation.evaluate import ModelResult, evaluate_model
 from spul.evaluation.report import markdown_table, write_report
 from spul.io import read_json, sha256_text, write_json, write_text
 from spul.interventions import Gated, Intervention
 from spul.methods.distributed import is_main_process
-from spul.methods.eco.config import EcoConfig
-from spul.methods.finetune.config import FinetuneConfig
-from spul.methods.registry import TrainJob, get_method, load_intervention, method_config, method_of
-from spul.methods.spul.config import SpulConfig
+from spul.methods.registry import TrainJob, get_method, load_intervention
 from spul.models.loading import ModelConfig, load_model, weights_fingerprint
+from spul.run_config import RunConfig  # noqa: F401 - re-exported (spul.pipeline.RunConfig)
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class RunConfig:
-    """Everything one unlearning run needs; every field can come from YAML or ``key=value`` overrides."""
-
-    output_dir: str = "runs/quickstart"
-    model: ModelConfig = field(default_factory=ModelConfig)
-    task: TaskConfig = field(default_factory=TaskConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
-    # the unlearning method and its settings: ``method`` (spul, eco, ga, rl, ga_kl, ga_gd, npo, simnpo, idk_dpo,
-    # rmu, or any registered method) picks the config class of the rest of the section
-    unlearn: Any = field(default_factory=SpulConfig, metadata={"help": "unlearning method (unlearn.method) and its settings"})
-    eco: EcoConfig = field(default_factory=EcoConfig, metadata={"help": "settings of the ECO comparison run by spul eco"})
-    evaluation: EvalConfig = field(default_factory=EvalConfig)
-
-    def __post_init__(self) -> None:
-        if not str(self.output_dir).strip():
-            raise ConfigError("output_dir is empty", "set output_dir to a folder for the run's files")
-        if isinstance(self.unlearn, dict):
-            values = dict(self.unlearn)
-            self.unlearn = method_config(str(values.pop("method", None) or "spul"), values)
-        elif self.unlearn is None:
-            self.unlearn = SpulConfig()
-        method_of(self.unlearn)  # a config object that no registered method owns is refused here
-
-    @property
-    def method(self) -> str:
-        return method_of(self.unlearn)
-
-    @property
-    def out(self) -> Path:
-        return Path(self.output_dir)
 
 
 def prepare(cfg: RunConfig) -> UnlearningData:
@@ -104,6 +66,17 @@ def base_model_path(cfg: RunConfig) -> str:
     return str(cfg.out / "familiarized" / ("model" if cfg.finetune.merge else "adapter"))
 
 
+def tracked(cfg: RunConfig, section, phase: str):
+    """``section`` (a training config) with its tracking defaults filled in: TensorBoard events under
+    ``OUTPUT/tensorboard/<phase>`` and a run name ``<output folder>-<phase>``, unless the config sets them."""
+    from dataclasses import replace
+
+    if not getattr(section, "report_to", None):
+        return section
+    return replace(section, logging_dir=section.logging_dir or str(cfg.out / "tensorboard" / phase),
+                   run_name=section.run_name or f"{cfg.out.resolve().name}-{phase}")
+
+
 def finetune(cfg: RunConfig, data: UnlearningData | None = None, resume: bool = True) -> str:
     """Familiarise the base model with the task (LoRA); reuse an earlier result for the same inputs.
 
@@ -116,7 +89,10 @@ def finetune(cfg: RunConfig, data: UnlearningData | None = None, resume: bool = 
         return cfg.model.name_or_path
     data = data or prepare(cfg)
     folder = cfg.out / "familiarized"
-    key = _step_key(to_dict(cfg.model), to_dict(cfg.task), to_dict(cfg.finetune), data.fingerprints())
+    from spul.methods.config import TRACKING_FIELDS
+
+    settings = {k: v for k, v in to_dict(cfg.finetune).items() if k not in TRACKING_FIELDS}  # tracking never forces a redo
+    key = _step_key(to_dict(cfg.model), to_dict(cfg.task), settings, data.fingerprints())
     stamp = folder / "done.json"
     if stamp.is_file() and read_json(stamp).get("key") == key and Path(base_model_path(cfg)).is_dir():
         log.info("familiarised model is up to date: %s", base_model_path(cfg))
@@ -125,7 +101,7 @@ def finetune(cfg: RunConfig, data: UnlearningData | None = None, resume: bool = 
               "finetune": resume_keys.result_settings(to_dict(cfg.finetune))}
     resuming = resume_keys.prepare_checkpoints(folder / "checkpoints", inputs, resume, "finetune") if is_main_process() else resume
     started = time.time()
-    path = familiarize(cfg.model, Task(cfg.task), data, cfg.finetune, folder, resume=resuming)
+    path = familiarize(cfg.model, Task(cfg.task), data, tracked(cfg, cfg.finetune, "familiarise"), folder, resume=resuming)
     write_json(stamp, {"key": key, "path": str(path), "seconds": round(time.time() - started, 1)})
     return str(path)
 
@@ -147,9 +123,9 @@ def unlearn(cfg: RunConfig, data: UnlearningData | None = None, base: str | None
     """
     data = data or prepare(cfg)
     base = base or (finetune(cfg, data) if cfg.finetune.enabled else cfg.model.name_or_path)
-    job = TrainJob(model=_derived_model_config(cfg, base), task=Task(cfg.task), data=data, config=cfg.unlearn,
+    job = TrainJob(model=_derived_model_config(cfg, base), task=Task(cfg.task), data=data, config=tracked(cfg, cfg.unlearn, "unlearn"),
                    artifact_dir=cfg.out / "artifact", work_dir=cfg.out / "unlearn", pretrained_model=cfg.model.name_or_path,
-                   resume=resume, callbacks=callbacks)
+                   resume=resume, callbacks=callbacks, familiarized_dir=cfg.out / "familiarized" if cfg.finetune.enabled else None)
     return get_method(cfg.method).train(job)
 
 
@@ -196,6 +172,15 @@ def evaluate(cfg: RunConfig, data: UnlearningData | None = None, artifact: str |
     if not leakage or leakage.get("fingerprints") != data.fingerprints():
         leakage = data_leakage(data, manifest)
     write_report(results, report_dir, {"sizes": data.sizes(), "config": to_dict(cfg), "leakage": leakage})
+    track = tracked(cfg, cfg.unlearn, "unlearn")  # the evaluation joins the unlearning run
+    if getattr(track, "report_to", None) and is_main_process():
+        from spul.evaluation.tracking import log_evaluation
+
+        log_evaluation(results, markdown_table(results, with_f1=False), track.report_to, track.logging_dir, track.run_name)
+    if artifact is not None and is_main_process() and Path(artifact).resolve() == (cfg.out / "artifact").resolve():
+        from spul.artifacts import write_model_card  # this run's own artifact: its card gets the table
+
+        write_model_card(artifact, markdown_table(results, with_f1=False))
     return results
 
 

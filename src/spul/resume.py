@@ -19,7 +19,7 @@ from spul.io import read_json, sha256_text, write_json
 STAMP = "resume.json"
 
 # settings that change how a run is watched or saved, not what it computes
-NOT_RESULT_SETTINGS = ("progress_bar", "save_steps", "save_total_limit", "logging_steps")
+NOT_RESULT_SETTINGS = ("progress_bar", "save_steps", "save_total_limit", "logging_steps", "report_to", "run_name", "logging_dir")
 
 
 def result_settings(settings: dict[str, Any]) -> dict[str, Any]:

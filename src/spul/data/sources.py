@@ -12,45 +12,19 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from spul.data.config import DataConfig  # noqa: F401 - re-exported
 from spul.data.splits import SPLITS, Split, UnlearningData
 from spul.data.tasks import Task, TaskKind, format_multiple_choice
-from spul.errors import ConfigError, DataError
+from spul.errors import DataError
 
 log = logging.getLogger(__name__)
 
 FILE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
-
-
-@dataclass
-class DataConfig:
-    """Where the four splits come from and which columns hold the text and the label."""
-
-    source: str = "generated:reviews"
-    files: dict[str, str] = field(default_factory=dict)
-    text_column: str = "text"
-    label_column: str = "label"
-    # at most this many rows per split (e.g. {train_retain: 2000}); sampled reproducibly with ``seed``
-    limits: dict[str, int] = field(default_factory=dict)
-    seed: int = 0
-    revision: str | None = None
-
-    def __post_init__(self) -> None:
-        valid = {s.value for s in SPLITS}
-        for name, mapping in (("files", self.files), ("limits", self.limits)):
-            bad = sorted(set(mapping) - valid)
-            if bad:
-                raise ConfigError(f"data.{name} has unknown split {bad[0]!r}", f"use split names {sorted(valid)}")
-        for split, n in self.limits.items():
-            if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-                raise ConfigError(f"data.limits.{split} must be a positive integer, got {n!r}", "write e.g. data.limits.train_retain=2000")
-        if not self.source and len(self.files) < 4:
-            raise ConfigError("data.source is empty", "name a source (generated:reviews, a folder, or hub:OWNER/NAME)")
 
 
 def read_table(path: str | os.PathLike) -> pd.DataFrame:

@@ -2,40 +2,19 @@
 
 from __future__ import annotations
 
-import enum
 import logging
 from dataclasses import dataclass, field
 from typing import Iterator
 
 import pandas as pd
 
+from spul.data.config import SPLITS, Split  # noqa: F401 - re-exported
 from spul.errors import DataError
 from spul.io import sha256_text
 
 log = logging.getLogger(__name__)
 
 
-class Split(str, enum.Enum):
-    TRAIN_FORGET = "train_forget"
-    TRAIN_RETAIN = "train_retain"
-    TEST_FORGET = "test_forget"
-    TEST_RETAIN = "test_retain"
-
-    @property
-    def is_forget(self) -> bool:
-        return self.value.endswith("forget")
-
-    @property
-    def is_train(self) -> bool:
-        return self.value.startswith("train")
-
-    @property
-    def symbol(self) -> str:
-        """The paper's notation, e.g. ``D_f^tr``."""
-        return f"D_{'f' if self.is_forget else 'r'}^{'tr' if self.is_train else 'te'}"
-
-
-SPLITS: tuple[Split, ...] = (Split.TRAIN_RETAIN, Split.TRAIN_FORGET, Split.TEST_RETAIN, Split.TEST_FORGET)
 
 
 @dataclass

@@ -11,29 +11,12 @@ from typing import Any
 import numpy as np
 
 from spul.data.encoding import TaskEncoder
-from spul.data.splits import SPLITS, Split, UnlearningData
-from spul.errors import ConfigError
+from spul.data.splits import Split, UnlearningData
+from spul.evaluation.config import EvalConfig
 from spul.evaluation.metrics import SplitMetrics, flag_rates, split_metrics
 from spul.interventions import Intervention, as_provider
 from spul.models.scoring import PromptProvider, Scores, score_prompts
 from spul.io import sha256_text, write_json
-
-
-@dataclass
-class EvalConfig:
-    batch_size: int = field(default=32, metadata={"help": "rows per forward pass"})
-    splits: list[str] = field(default_factory=lambda: [s.value for s in SPLITS], metadata={"help": "splits to evaluate"})
-    include_vanilla: bool = field(default=False, metadata={"help": "also evaluate the pretrained model before familiarisation (the paper's Vanilla row)"})
-    cache: bool = field(default=True, metadata={"help": "cache per-example log-likelihoods"})
-    progress: bool = field(default=True, metadata={"help": "show progress bars"})
-
-    def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise ConfigError(f"evaluation.batch_size={self.batch_size} is invalid", "use 1 or more")
-        valid = {s.value for s in SPLITS}
-        bad = [s for s in self.splits if s not in valid]
-        if bad or not self.splits:
-            raise ConfigError(f"evaluation.splits has unknown or no split {bad[:1]}", f"use some of {sorted(valid)}")
 
 
 @dataclass
@@ -96,7 +79,7 @@ def _cached_scores(model, encoder, texts, cfg, intervention, provider, identity,
         except (ValueError, KeyError):
             pass  # a damaged cache entry is recomputed
     scores = score_with(model, encoder, texts, intervention, batch_size=cfg.batch_size, prompt_provider=provider,
-                        progress=cfg.progress, desc=f"eval {split.value}")
+                        progress=cfg.progress, desc=f"evaluate {split.value}")
     if path is not None:
         write_json(path, {"identity": identity, "split": split.value, "loglik": scores.loglik.tolist()})
     return scores

@@ -17,6 +17,7 @@ import sys
 
 from spul.errors import SpulError
 from spul.interfaces.options import add_config_arguments, load_run_config, overrides_of, resolve_config_path
+from spul.interfaces.runlog import close_run_logs
 
 _load = load_run_config  # the historical name
 __all__ = ["add_config_arguments", "build_parser", "main", "overrides_of", "resolve_config_path"]
@@ -55,6 +56,45 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None) -
     return args
 
 
+# These subcommands train into output_dir: without -c they would start the paper-default run somewhere.
+REQUIRES_CONFIG = ("run", "finetune", "unlearn")
+# These read a RunConfig: it is validated before any heavy import, so a typo is answered in well under a second.
+RUN_CONFIG_COMMANDS = ("prepare", "finetune", "unlearn", "evaluate", "run", "config", "eco")
+
+
+def check_config(args) -> None:
+    """Fail fast on a missing ``-c`` or an invalid config, before torch/transformers load."""
+    from spul.errors import ConfigError
+
+    if args.command in REQUIRES_CONFIG and not getattr(args, "config", None):
+        raise ConfigError(f"spul {args.command} needs a config: -c FILE or a bundled name",
+                          f"list the bundled ones with `spul config --list`, e.g. spul {args.command} -c quickstart")
+    building = any(getattr(args, flag, None) for flag in ("recipe", "input", "preview"))  # spul prepare builds need no config
+    if args.command in RUN_CONFIG_COMMANDS and not getattr(args, "list", False) and not building:
+        load_run_config(args)
+
+
+def fast_check(argv: list[str]) -> None:
+    """``check_config`` on a light reading of the command line, before the full parser is built (building it
+    lists every registered method's flags, which imports the methods and so torch). Lines with generated
+    ``--SECTION.FIELD`` flags, help or build flags are left to the full parse."""
+    light = argparse.ArgumentParser(add_help=False)
+    light.add_argument("command", nargs="?")
+    light.add_argument("--config", "-c")
+    light.add_argument("--output-dir", "-o")
+    light.add_argument("--list", action="store_true")
+    try:
+        args, extras = light.parse_known_args(argv)
+    except SystemExit:
+        return
+    if args.command not in RUN_CONFIG_COMMANDS or any(e.startswith("-") and ("." in e or e in ("-h", "--help")) for e in extras):
+        return
+    if args.command == "prepare" and any(e.startswith("--") for e in extras):
+        return
+    args.overrides = [e for e in extras if "=" in e and not e.startswith("-")]
+    check_config(args)
+
+
 def _quiet_libraries() -> None:
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -72,6 +112,12 @@ def _quiet_libraries() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        fast_check(argv)  # before the libraries load: a typo costs well under a second
+    except SpulError as err:
+        print(f"spul: error: {err}", file=sys.stderr)
+        return err.exit_code
     parser = build_parser()
     args = parse_args(parser, argv)
     if not getattr(args, "command", None):
@@ -81,20 +127,23 @@ def main(argv: list[str] | None = None) -> int:
     import warnings
 
     with warnings.catch_warnings():  # the quieting ends with the command (a caller's own filters come back)
-        if not args.verbose:
+        if not args.verbose and args.command != "config":
             _quiet_libraries()
         return _dispatch(args)
 
 
 def _dispatch(args) -> int:
+    error = None
     try:
+        check_config(args)  # the whole config (generated flags included), before the command's own imports
         return args.func(args)
     except SpulError as err:
-        print(f"spul: error: {err}", file=sys.stderr)
+        error = f"spul: error: {err}"
+        print(error, file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
-        print("spul: interrupted; finished steps and complete checkpoints are kept — run the same command again (same settings) to resume",
-              file=sys.stderr)
+        error = "spul: interrupted; finished steps and complete checkpoints are kept — run the same command again (same settings) to resume"
+        print(error, file=sys.stderr)
         return 130
     except MemoryError:
         print("spul: error: out of memory — fix: lower the batch size (e.g. unlearn.batch_size=8) or model.max_length", file=sys.stderr)
@@ -109,11 +158,15 @@ def _dispatch(args) -> int:
 
         explained = explain(err)
         if explained:
-            print(f"spul: error: {explained[0]}", file=sys.stderr)
+            error = f"spul: error: {explained[0]}"
+            print(error, file=sys.stderr)
             return explained[1]
         first = str(err).splitlines()[0][:300] if str(err) else ""
-        print(f"spul: error: unexpected {type(err).__name__}: {first} — fix: re-run with -v for the full traceback and report it", file=sys.stderr)
+        error = f"spul: error: unexpected {type(err).__name__}: {first} — fix: re-run with -v for the full traceback and report it"
+        print(error, file=sys.stderr)
         return 1
+    finally:
+        close_run_logs(error)
 
 
 if __name__ == "__main__":

@@ -115,6 +115,6 @@ def overrides_of(args) -> list[str]:
 def load_run_config(args):
     """The ``RunConfig`` of a subcommand: defaults ← file ← flags and overrides."""
     from spul.configuration import load_config
-    from spul.pipeline import RunConfig
+    from spul.run_config import RunConfig
 
     return load_config(RunConfig, resolve_config_path(args.config), overrides_of(args))

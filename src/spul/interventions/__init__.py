@@ -1,8 +1,15 @@
-"""What an unlearning artifact applies to a frozen model at inference (see ``base.py``)."""
+"""What an unlearning artifact applies to a frozen model at inference (see ``base.py``).
 
-from spul.interventions.base import Gated, Intervention, RowHook, SoftPrompt, as_provider, prompt_batch
-from spul.interventions.corruption import Corruption, CorruptionConfig, EmbeddingCorruption, EmbeddingGuard
-from spul.interventions.weights import LoraDelta, WeightSwap
+Exports resolve on first use (``spul._lazy``), so the light ``corruption_config`` loads without torch.
+"""
 
-__all__ = ["Corruption", "CorruptionConfig", "EmbeddingCorruption", "EmbeddingGuard", "Gated", "Intervention", "LoraDelta",
-           "RowHook", "SoftPrompt", "WeightSwap", "as_provider", "prompt_batch"]
+from spul._lazy import lazy_exports
+
+_EXPORTS = {
+    **{n: "spul.interventions.base" for n in ("Gated", "Intervention", "RowHook", "SoftPrompt", "as_provider", "prompt_batch")},
+    **{n: "spul.interventions.corruption" for n in ("Corruption", "EmbeddingCorruption", "EmbeddingGuard")},
+    "CorruptionConfig": "spul.interventions.corruption_config",
+    **{n: "spul.interventions.weights" for n in ("LoraDelta", "WeightSwap")},
+}
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -16,9 +16,7 @@ stay clean. Prefill only: with ``prefill_only`` (default) a forward whose sequen
 
 from __future__ import annotations
 
-import enum
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import numpy as np
@@ -26,15 +24,8 @@ import torch
 
 from spul.errors import ConfigError, ModelError
 from spul.interventions.base import Intervention
+from spul.interventions.corruption_config import BUILTIN_CORRUPTIONS, CorruptionConfig, DimSelect  # noqa: F401 - re-exported
 from spul.models.forward import unwrap
-
-
-class DimSelect(str, enum.Enum):
-    """Which embedding dimensions a corruption touches: the first n, n random ones (seeded), or the top-k by |x|."""
-
-    FIRST = "first"
-    RANDOM = "random"
-    TOP_K = "top_k"
 
 
 
@@ -69,27 +60,6 @@ def zero_out(x: torch.Tensor, sigma: float, generator: torch.Generator) -> torch
 @register_corruption("sign_flip")
 def sign_flip(x: torch.Tensor, sigma: float, generator: torch.Generator) -> torch.Tensor:
     return -x
-
-
-@dataclass
-class CorruptionConfig:
-    """One registered corruption applied to the selected dimensions of flagged prompts' embeddings."""
-
-    name: str = "noise"  # a key of CORRUPTIONS
-    dims: int = 0  # how many dimensions to corrupt; 0 = all of them
-    select: DimSelect = DimSelect.FIRST
-    sigma: float = 0.1  # strength (noise standard deviation); the start point of the search
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        self.select = DimSelect(self.select)
-        if self.name not in CORRUPTIONS:
-            raise ConfigError(f"eco.corruption.name={self.name!r} is unknown", f"use one of: {', '.join(sorted(CORRUPTIONS))}")
-        if self.dims < 0:
-            raise ConfigError(f"eco.corruption.dims={self.dims} is negative", "use 0 (all dimensions) or a positive count")
-        if not self.sigma > 0:
-            raise ConfigError(f"eco.corruption.sigma={self.sigma} is invalid", "use a positive strength")
-
 
 
 class Corruption:

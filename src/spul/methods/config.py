@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+import importlib.util
+import os
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from spul.errors import ConfigError
@@ -18,6 +20,40 @@ class Precision(str, enum.Enum):
 class Sampling(str, enum.Enum):
     RANDOM = "random"
     GROUP_BY_LENGTH = "group_by_length"  # batches of similar length: less padding, same expected gradient
+
+
+# report_to value -> the packages that integration needs (any one of them); from spul[track] for the common two
+TRACKERS: dict[str, tuple[str, ...]] = {
+    "tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",), "mlflow": ("mlflow",), "comet_ml": ("comet_ml",),
+    "clearml": ("clearml",), "dvclive": ("dvclive",), "neptune": ("neptune",), "aim": ("aim",), "trackio": ("trackio",),
+    "swanlab": ("swanlab",), "codecarbon": ("codecarbon",), "azure_ml": ("azureml",),
+}
+TRACKING_FIELDS = ("report_to", "run_name", "logging_dir")
+
+
+def check_report_to(report_to: list[str]) -> None:
+    """Unknown or uninstalled trackers fail at config time, not after the first training steps."""
+    for name in report_to:
+        if name in ("none", "all"):
+            continue
+        needs = TRACKERS.get(name)
+        if needs is None:
+            raise ConfigError(f"report_to has unknown tracker {name!r}", f"use some of: {', '.join(TRACKERS)} (or none)")
+        if not any(importlib.util.find_spec(pkg) for pkg in needs):
+            raise ConfigError(f"report_to={name} but {needs[0]} is not installed", f"pip install 'spul[track]' (or pip install {needs[0]})")
+
+
+def tensorboard_dir_kwargs(logging_dir: str | None) -> dict[str, Any]:
+    """Where TensorBoard writes: the ``logging_dir`` argument on transformers versions that have it; newer ones
+    (which removed it) read TENSORBOARD_LOGGING_DIR, set here right before the Trainer is built."""
+    if not logging_dir:
+        return {}
+    from transformers import TrainingArguments
+
+    if "logging_dir" in {f.name for f in fields(TrainingArguments)}:
+        return {"logging_dir": logging_dir}
+    os.environ["TENSORBOARD_LOGGING_DIR"] = logging_dir
+    return {}
 
 
 @dataclass
@@ -39,9 +75,17 @@ class TrainConfig:
     gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute activations in the backward pass (less memory)"})
     sampling: Sampling = field(default=Sampling.GROUP_BY_LENGTH, metadata={"help": "random, or group_by_length (batches of similar length)"})
     progress_bar: bool = field(default=True, metadata={"help": "show the training progress bar"})
+    # experiment tracking, passed to the Trainer (README "Tracking and logs")
+    report_to: list[str] = field(default_factory=list, metadata={"help": "trackers for the Trainer, e.g. [tensorboard] or [wandb]; empty: none"})
+    run_name: str | None = field(default=None, metadata={"help": "tracking run name (spul run: <output folder>-<phase>)"})
+    logging_dir: str | None = field(default=None, metadata={"help": "TensorBoard event folder (spul run: OUTPUT/tensorboard/<phase>)"})
 
     def __post_init__(self) -> None:
         self.precision = Precision(self.precision)
+        if isinstance(self.report_to, str):
+            self.report_to = [v.strip() for v in self.report_to.split(",") if v.strip()]
+        self.report_to = [v for v in self.report_to if v != "none"]  # [] and [none] both mean no tracking
+        check_report_to(self.report_to)
         self.sampling = Sampling(self.sampling)
         checks = [
             ("learning_rate", self.learning_rate > 0, "a positive number such as 1e-4"),
@@ -63,6 +107,10 @@ class TrainConfig:
 
     def use_bf16(self, device_type: str) -> bool:
         if self.precision is Precision.BF16:
+            if device_type == "cpu":
+                from spul.models.hardware import warn_slow_cpu_bf16
+
+                warn_slow_cpu_bf16("precision")
             return True
         if self.precision is Precision.AUTO and device_type == "cuda":
             import torch
@@ -94,7 +142,9 @@ class TrainConfig:
             gradient_checkpointing_kwargs={"use_reentrant": False} if self.gradient_checkpointing else None,
             train_sampling_strategy=self.sampling.value,
             remove_unused_columns=False,
-            report_to="none",
+            report_to=list(self.report_to) or "none",
+            **({"run_name": self.run_name} if self.run_name else {}),
+            **tensorboard_dir_kwargs(self.logging_dir),
             disable_tqdm=not self.progress_bar,
             use_cpu=device_type == "cpu",
             dataloader_num_workers=0,

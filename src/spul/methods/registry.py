@@ -29,6 +29,16 @@ BUILTIN = (
 )
 
 
+# Bundled methods whose config class lives in a module without torch: their ``unlearn:`` section is validated
+# before any heavy import (``spul run -c FILE`` answers a typo in well under a second). name -> (module, class,
+# the values the name implies). Other methods' configs are found by importing their module.
+LIGHT_CONFIGS: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "spul": ("spul.methods.spul.config", "SpulConfig", {}),
+    "eco": ("spul.methods.eco.config", "EcoConfig", {}),
+    **{m: ("spul.methods.baselines.config", "BaselineConfig", {"method": m}) for m in ("ga", "rl", "ga_kl", "ga_gd")},
+}
+
+
 @dataclass
 class TrainJob:
     """Everything a method's ``train`` gets: the base model to unlearn from, the task, the data and its config."""
@@ -43,6 +53,7 @@ class TrainJob:
     resume: bool = True
     callbacks: list | None = None
     model_and_tokenizer: tuple | None = None  # the base model already loaded, when the caller has it
+    familiarized_dir: Path | None = None  # OUTPUT/familiarized when the base is the familiarised model (recorded in spul.json)
 
     @property
     def base(self) -> str:
@@ -98,13 +109,18 @@ def method_config(name: str, values: dict[str, Any] | None = None, prefix: str =
     """The validated config of method ``name`` from plain values (YAML / overrides)."""
     from spul.configuration import from_dict
 
-    method = get_method(name)
-    values = {**method.defaults, **dict(values or {})}
+    if not _loaded and name in LIGHT_CONFIGS:
+        module, cls_name, defaults = LIGHT_CONFIGS[name]
+        config_cls = getattr(importlib.import_module(module), cls_name)
+    else:
+        method = get_method(name)
+        config_cls, defaults = method.config_cls, method.defaults
+    values = {**defaults, **dict(values or {})}
     values.pop("method", None)
-    fields = {f for f in getattr(method.config_cls, "__dataclass_fields__", {})}
+    fields = {f for f in getattr(config_cls, "__dataclass_fields__", {})}
     if "method" in fields:
         values["method"] = name
-    return from_dict(method.config_cls, values, prefix=prefix)
+    return from_dict(config_cls, values, prefix=prefix)
 
 
 def method_of(config: Any) -> str:

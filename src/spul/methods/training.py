@@ -99,9 +99,13 @@ class AnswerTrainer(Trainer):
 
     # SPUL-style methods keep the frozen trunk deterministic (dropout off); fine-tuning wants LoRA dropout.
     frozen_trunk_in_eval_mode = True
+    phase = "unlearn"  # the progress bar's and run.log's label
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        from spul.methods.tracking import label_phase
+
+        label_phase(self, self.phase)
         self._parts: dict[str, list[float]] = defaultdict(list)
         # data-set row -> the reference model's final hidden states at that row's answer positions [k, d]
         self._reference_hidden: dict[int, torch.Tensor] = {}

@@ -7,18 +7,17 @@ in the user cache; later loads read that folder in about a second.
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import importlib.util
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from spul.errors import ConfigError, ModelError
+from spul.models.config import DEFAULT_MODEL, DType, ModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -30,48 +29,7 @@ PACKAGED_MODELS: dict[str, dict[str, str]] = {
         "hub_id": "HuggingFaceTB/SmolLM2-135M-Instruct",
     }
 }
-DEFAULT_MODEL = "packaged:smollm2-135m-instruct"
-
-
-class DType(str, enum.Enum):
-    AUTO = "auto"
-    FLOAT32 = "float32"
-    BFLOAT16 = "bfloat16"
-    FLOAT16 = "float16"
-
-    def resolve(self, device: torch.device) -> torch.dtype:
-        if self is DType.AUTO:
-            if device.type == "cuda":
-                return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-            return torch.float32
-        return {DType.FLOAT32: torch.float32, DType.BFLOAT16: torch.bfloat16, DType.FLOAT16: torch.float16}[self]
-
-    @classmethod
-    def of(cls, dtype: torch.dtype) -> "DType":
-        return cls(str(dtype).removeprefix("torch."))
-
-
-@dataclass
-class ModelConfig:
-    """Which causal LM to load, how, and where."""
-
-    name_or_path: str = DEFAULT_MODEL
-    dtype: DType = DType.AUTO
-    device: str = "auto"
-    # the longest prompt (tokens) fed to the model; longer texts are truncated inside the {text} slot
-    max_length: int = 256
-    trust_remote_code: bool = False
-    revision: str | None = None
-    attn_implementation: str | None = None
-
-    def __post_init__(self) -> None:
-        self.dtype = DType(self.dtype)
-        if not self.name_or_path:
-            raise ConfigError("model.name_or_path is empty", f"name a hub model id, a local folder, or {DEFAULT_MODEL}")
-        if self.max_length < 16:
-            raise ConfigError(f"model.max_length={self.max_length} is too small", "use at least 16 tokens (256 is typical)")
-        if self.device not in ("auto", "cpu") and not self.device.startswith(("cuda", "mps", "xpu")):
-            raise ConfigError(f"model.device={self.device!r} is not a device", "use auto, cpu, cuda or cuda:N")
+__all__ = ["DEFAULT_MODEL", "DType", "ModelConfig", "load_model", "load_tokenizer", "resolve_device", "weights_fingerprint"]
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -108,6 +66,9 @@ def packaged_model_path(name: str) -> Path:
     gguf = pkg_dir / spec["gguf"]
     if not gguf.is_file():
         raise ModelError(f"{spec['pip']} is installed but {gguf.name} is missing from it", f"reinstall: pip install --force-reinstall --no-deps {spec['pip']}")
+    if importlib.util.find_spec("gguf") is None:
+        raise ModelError(f"packaged model {name!r} is a GGUF file and reading it needs the gguf package",
+                         "pip install 'spul[packaged]'  (or pip install gguf)")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from spul.io import atomic_dir
@@ -141,6 +102,23 @@ def resolve_model_path(name_or_path: str) -> str:
     if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
         raise ModelError(f"model path {name_or_path!r} does not exist", "check the path, or give a hub id like HuggingFaceTB/SmolLM2-135M-Instruct")
     return name_or_path
+
+
+def portable_model_ref(name_or_path: str) -> str:
+    """How an artifact names a model so it resolves from any folder: a local path becomes absolute; a hub id
+    and a ``packaged:NAME`` stay as given (spul resolves both on any machine)."""
+    if name_or_path.startswith("packaged:"):
+        return name_or_path
+    expanded = os.path.expanduser(name_or_path)
+    return str(Path(expanded).resolve()) if os.path.exists(expanded) else name_or_path
+
+
+def local_model_path(name_or_path: str) -> str | None:
+    """The absolute folder a model loads from on this machine (packaged models: their cache), None for hub ids."""
+    if name_or_path.startswith("packaged:"):
+        return str(Path(resolve_model_path(name_or_path)).resolve())
+    ref = portable_model_ref(name_or_path)
+    return ref if os.path.isabs(ref) else None
 
 
 def load_tokenizer(name_or_path: str, revision: str | None = None, trust_remote_code: bool = False):
@@ -200,7 +178,9 @@ def load_model(config: ModelConfig | str | None = None, quantization_config: Any
     if os.path.isfile(os.path.join(path, "adapter_config.json")):
         model = _apply_adapter(model, path, merge=quantization_config is None)
     model.config.pad_token_id = tokenizer.pad_token_id
-    model._spul_source = config.name_or_path
+    if os.path.isabs(path) or os.path.exists(path):  # adapters saved on this model record an absolute base
+        model.config._name_or_path = model.name_or_path = str(Path(path).resolve())
+    model._spul_source = portable_model_ref(config.name_or_path)
     return model, tokenizer
 
 

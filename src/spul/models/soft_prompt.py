@@ -8,23 +8,11 @@ init is N(0, 1), several times the scale of typical embeddings, which slows or d
 
 from __future__ import annotations
 
-import enum
-
 import torch
 
 from spul.errors import ConfigError
+from spul.models.config import PromptEncoder, PromptInit  # noqa: F401 - re-exported
 from spul.models.seeding import seeded
-
-
-class PromptEncoder(str, enum.Enum):
-    PROMPT_TUNING = "prompt_tuning"
-    P_TUNING = "p_tuning"
-
-
-class PromptInit(str, enum.Enum):
-    VOCAB = "vocab"  # embeddings of randomly drawn vocabulary tokens
-    TEXT = "text"  # embeddings of a given text, repeated to length p
-    RANDOM = "random"  # PEFT's N(0,1) init, kept for comparison with the authors' setup
 
 
 def make_prompt_config(
@@ -58,7 +46,15 @@ def add_soft_prompt(model, encoder: PromptEncoder, num_virtual_tokens: int, init
     """Wrap ``model`` in a PEFT prompt-learning model; only the prompt's parameters require grad."""
     from peft import get_peft_model
 
-    name = getattr(model, "_spul_source", None) or model.config._name_or_path
+    # PEFT's adapter_config.json names the base for plain PEFT users: an absolute folder (a packaged model's
+    # cache, a familiarised model or LoRA folder) or a hub id, never a path relative to the current folder
+    source = getattr(model, "_spul_source", None)
+    if source:
+        from spul.models.loading import local_model_path
+
+        name = local_model_path(source) or source
+    else:
+        name = model.config._name_or_path
     config = make_prompt_config(PromptEncoder(encoder), num_virtual_tokens, name, encoder_hidden_size=encoder_hidden_size)
     with seeded(seed):  # random prompt rows and the P-tuning MLP are drawn here
         peft_model = get_peft_model(model, config)

@@ -12,12 +12,15 @@ from __future__ import annotations
 import time
 
 from spul.interfaces.options import add_config_arguments, add_dataclass_arguments, add_unlearn_arguments, load_run_config
+from spul.interfaces.runlog import start_run_log
 
 
 def cmd_finetune(args) -> int:
     from spul.pipeline import finetune
 
-    print(f"familiarized model: {finetune(load_run_config(args), resume=not args.no_resume)}")
+    cfg = load_run_config(args)
+    start_run_log(cfg, args.command)
+    print(f"familiarized model: {finetune(cfg, resume=not args.no_resume)}")
     return 0
 
 
@@ -25,6 +28,7 @@ def cmd_unlearn(args) -> int:
     from spul.pipeline import unlearn
 
     cfg = load_run_config(args)
+    start_run_log(cfg, args.command)
     print(f"artifact: {unlearn(cfg, resume=not args.no_resume)}")
     return 0
 
@@ -33,6 +37,7 @@ def cmd_evaluate(args) -> int:
     from spul.pipeline import evaluate, summary
 
     cfg = load_run_config(args)
+    start_run_log(cfg, args.command)
     results = evaluate(cfg, artifact=args.artifact, base=args.base)
     print(summary(results))
     print(f"report: {cfg.out / 'report' / 'results.md'}")
@@ -43,6 +48,7 @@ def cmd_run(args) -> int:
     from spul.pipeline import run, summary
 
     cfg = load_run_config(args)
+    start_run_log(cfg, args.command)
     started = time.time()
     results = run(cfg, resume=not args.no_resume)
     print()
@@ -51,7 +57,27 @@ def cmd_run(args) -> int:
     return 0
 
 
+def bundled_configs() -> list[tuple[str, str]]:
+    """``(name, first comment line)`` of every config shipped in spul/configs (experiments as experiments/NAME)."""
+    from importlib import resources
+
+    root = resources.files("spul") / "configs"
+    found = []
+    for folder, prefix in ((root, ""), (root / "experiments", "experiments/")):
+        for entry in sorted((e for e in folder.iterdir() if e.name.endswith(".yaml")), key=lambda e: e.name):
+            first = next((line.lstrip("# ").strip() for line in entry.read_text(encoding="utf-8").splitlines() if line.startswith("#")), "")
+            found.append((prefix + entry.name.removesuffix(".yaml"), first))
+    return found
+
+
 def cmd_config(args) -> int:
+    if args.list:
+        configs = bundled_configs()
+        width = max(len(name) for name, _ in configs)
+        print("bundled configs (use with -c NAME; experiments/* with `spul experiment -c`):")
+        for name, about in configs:
+            print(f"  {name:<{width}}  {about[:110]}")
+        return 0
     from spul.configuration import dump_yaml
 
     print(dump_yaml(load_run_config(args)), end="")
@@ -83,6 +109,8 @@ def register(subparsers) -> None:
         if name in ("finetune", "unlearn", "run"):
             p.add_argument("--no-resume", action="store_true",
                            help="start training over (deleting old checkpoints) instead of resuming from the last checkpoint")
+        if name == "config":
+            p.add_argument("--list", action="store_true", help="list the bundled configs (names usable with -c)")
         if name == "evaluate":
             p.add_argument("--artifact", help="artifact folder (default: OUTPUT_DIR/artifact when present)")
             p.add_argument("--base", help="base model to evaluate (default: the artifact's base model)")

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import torch
 
-from spul.artifacts import common_info, save_artifact
+from spul.artifacts import base_model_record, common_info, save_artifact
 from spul.configuration import to_dict
 from spul.data.encoding import EncodedExample, TaskEncoder
 from spul.data.splits import UnlearningData
@@ -155,9 +155,8 @@ def train_weights(job: TrainJob, objective: Objective, examples: Callable[[Unlea
     meta: dict[str, Any] = {
         "method": name,
         "tuning": cfg.tuning.value,
-        "base_model": job.base,
+        **base_model_record(job.base, job.pretrained_model, job.familiarized_dir),
         "base_fingerprint": fingerprint,
-        "pretrained_model": job.pretrained_model,
         "task": to_dict(job.task.config),
         "max_length": job.model.max_length,
         "hyperparameters": to_dict(cfg),

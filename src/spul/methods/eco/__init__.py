@@ -5,13 +5,15 @@ on the embedding layer corrupts the prompt's input embeddings at prefill. The co
 tuned offline by zeroth-order search. Model weights never change.
 """
 
+from spul._lazy import lazy_exports
 from spul.methods.eco.config import (ClassifierConfig, ConformalSide, CorruptionConfig, DimSelect, EcoConfig,
                                      ObjectiveTarget, SearchConfig)
-from spul.methods.eco.conformal import conformal_threshold
-from spul.methods.eco.corruptions import CORRUPTIONS, Corruption, register_corruption
-from spul.methods.eco.hooks import EmbeddingGuard
 
 __all__ = [
     "CORRUPTIONS", "ClassifierConfig", "ConformalSide", "Corruption", "CorruptionConfig", "DimSelect", "EcoConfig",
     "EmbeddingGuard", "ObjectiveTarget", "SearchConfig", "conformal_threshold", "register_corruption",
 ]
+__getattr__ = lazy_exports(__name__, {
+    "conformal_threshold": "spul.methods.eco.conformal", "EmbeddingGuard": "spul.methods.eco.hooks",
+    **{n: "spul.methods.eco.corruptions" for n in ("CORRUPTIONS", "Corruption", "register_corruption")},
+})

@@ -6,7 +6,7 @@ import enum
 from dataclasses import dataclass, field
 
 from spul.errors import ConfigError
-from spul.interventions.corruption import CorruptionConfig, DimSelect  # noqa: F401 - re-exported as ECO settings
+from spul.interventions.corruption_config import CorruptionConfig, DimSelect  # noqa: F401 - re-exported as ECO settings
 
 
 class ConformalSide(str, enum.Enum):

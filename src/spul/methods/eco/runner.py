@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from spul.artifacts import check_base, common_info, read_metadata, save_artifact
+from spul.artifacts import base_model_record, check_base, common_info, read_metadata, save_artifact
 from spul.configuration import to_dict
 from spul.data.encoding import TaskEncoder
 from spul.data.splits import Split
@@ -53,9 +53,8 @@ def train(job: TrainJob) -> Path:
     write_json(Path(job.work_dir) / "search_log.json", search_log)
     meta = {
         "method": "eco",
-        "base_model": job.base,
+        **base_model_record(job.base, job.pretrained_model, job.familiarized_dir),
         "base_fingerprint": weights_fingerprint(model),
-        "pretrained_model": job.pretrained_model,
         "task": to_dict(job.task.config),
         "max_length": job.model.max_length,
         "hyperparameters": to_dict(ecfg),

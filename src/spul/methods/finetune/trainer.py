@@ -22,6 +22,7 @@ class FinetuneTrainer(AnswerTrainer):
     """Cross-entropy on the true label of every row (forget and retain alike)."""
 
     frozen_trunk_in_eval_mode = False
+    phase = "familiarise"
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         row_nll = self.answer_nll(model, inputs)
@@ -73,6 +74,10 @@ def familiarize(model_cfg: ModelConfig, encoder_task, data: UnlearningData, cfg:
     trainer.train(resume_from_checkpoint=_last_checkpoint(output_dir / "checkpoints") if resume else None)
     model.eval()
     if cfg.merge and qconfig is None:
+        # the LoRA adapter too (small), so an artifact can name its base as hub model + adapter, not only a merged copy
+        with atomic_dir(output_dir / "adapter") as tmp:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
         target = output_dir / "model"
         merged = model.merge_and_unload()
         with atomic_dir(target) as tmp:

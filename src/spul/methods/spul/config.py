@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from transformers import TrainingArguments
-
 from spul.errors import ConfigError
 from spul.methods.config import TrainConfig
-from spul.models.soft_prompt import PromptEncoder, PromptInit
+from spul.models.config import PromptEncoder, PromptInit
 
 
 @dataclass
@@ -41,16 +39,8 @@ class SpulConfig(TrainConfig):
         if self.prompt_init is PromptInit.TEXT and not self.prompt_init_text:
             raise ConfigError("unlearn.prompt_init=text but unlearn.prompt_init_text is empty", "give a text or use prompt_init=vocab")
 
-    def training_arguments(self, output_dir: str, device_type: str) -> "SpulArguments":
+    def training_arguments(self, output_dir: str, device_type: str) -> "SpulArguments":  # noqa: F821
+        from spul.methods.spul.arguments import SpulArguments  # transformers loads only when training starts
+
         return SpulArguments(**self.trainer_kwargs(output_dir, device_type), alpha=self.alpha, beta=self.beta,
                              shared_prompt_kv=self.shared_prompt_kv, reference_cache=self.reference_cache)
-
-
-@dataclass
-class SpulArguments(TrainingArguments):
-    """``TrainingArguments`` plus SPUL's loss weights, so the trainer needs nothing else."""
-
-    alpha: float = field(default=0.5, metadata={"help": "weight of the retain cross-entropy L_r"})
-    beta: float = field(default=0.5, metadata={"help": "weight of the KL to the unprompted model on retain rows"})
-    shared_prompt_kv: bool = field(default=True, metadata={"help": "run the soft prompt once per step, share its keys/values"})
-    reference_cache: bool = field(default=True, metadata={"help": "keep each retain row's reference answer hidden states"})

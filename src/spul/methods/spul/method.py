@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from spul.artifacts import common_info, save_artifact
+from spul.artifacts import base_model_record, common_info, save_artifact
 from spul.configuration import to_dict
 from spul.errors import ArtifactError
 from spul.interventions import SoftPrompt
@@ -69,9 +69,8 @@ def train(job: TrainJob) -> Path:
     peft_model.eval()
     meta = {
         "method": "spul",
-        "base_model": base,
+        **base_model_record(base, job.pretrained_model, job.familiarized_dir),
         "base_fingerprint": fingerprint,
-        "pretrained_model": job.pretrained_model,
         "tokenizer": getattr(tokenizer, "name_or_path", ""),
         "tokenizer_fingerprint": sha256_text(repr(encoder.head_ids), repr(encoder.tail_ids), repr(encoder.candidate_ids))[:16],
         "task": to_dict(job.task.config),
