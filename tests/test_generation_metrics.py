@@ -53,6 +53,7 @@ def test_auc_privleak_and_unique_tokens():
     assert gm.membership_auc([3, 4, 5], [0, 1, 2]) == 1.0
     assert gm.membership_auc([1, 2], [1, 2]) == 0.5
     assert gm.priv_leak(0.75, 0.5) == pytest.approx(0.5)
+    assert gm.fact_recall("He was born in  Quebec city.", "Quebec City") == 1.0 and gm.fact_recall("Lisbon", "Porto") == 0.0
     assert gm.unique_token_ratio([1, 2, 2, 3]) == 0.75 and gm.unique_token_ratio([]) == 0.0
 
 
@@ -196,7 +197,8 @@ def test_qa_evaluation_is_cached_and_summarised(tiny, tmp_path, monkeypatch):
                for name in ("forget", "retain", "world_facts")}
     summary = gm.tofu_summary(per_set, retain_only_forget=per_set["forget"])
     assert summary["forget_quality"] == pytest.approx(1.0)
-    values = [v for name in ("retain", "world_facts") for v in summary["sets"][name].values()]
+    values = [v for name in ("retain", "world_facts") for k, v in summary["sets"][name].items() if k != "fact_recall"]
+    assert len(values) == 6 and "fact_recall" in summary["sets"]["forget"]
     assert summary["model_utility"] == pytest.approx(gm.model_utility(values))
     rows = [{"method": "base", **summary}, {"method": "other", **summary, "forget_quality": 1e-4, "model_utility": 0.2}]
     json_path, md_path = gm.write_generation_report(rows, tmp_path / "report")

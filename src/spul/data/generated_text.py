@@ -134,7 +134,9 @@ def generate_authors(seed: int = 0, num_authors: int = 20, forget: str | float |
                      questions_per_author: int = 12, num_perturbed: int = 3) -> dict[str, pd.DataFrame]:
     """Sets ``forget``, ``retain`` (QA about the remaining authors) and ``world_facts``.
 
-    Columns: ``author``, ``question``, ``answer``, ``paraphrased_answer``, ``perturbed_answer`` (a list).
+    Columns: ``author``, ``fact`` (the value alone), ``question``, ``answer``, ``paraphrased_answer``,
+    ``perturbed_answer`` (a list). Answers restate the question's subject (as TOFU's do), so ROUGE-L recall
+    of a model that merely echoes the question is far from 0; ``fact`` lets a check ask for the value itself.
     """
     if not 1 <= questions_per_author <= len(QUESTIONS):
         raise DataError(f"questions_per_author={questions_per_author} must be 1..{len(QUESTIONS)}", "ask for fewer questions per author")
@@ -168,6 +170,7 @@ def generate_authors(seed: int = 0, num_authors: int = 20, forget: str | float |
             picks = rng.sample(wrong, num_perturbed)
             rows["forget" if name in forget_names else "retain"].append({
                 "author": name,
+                "fact": value,
                 "question": question.format(name=name),
                 "answer": answer.format(name=name, v=value),
                 "paraphrased_answer": para.format(name=name, v=value),
@@ -175,7 +178,7 @@ def generate_authors(seed: int = 0, num_authors: int = 20, forget: str | float |
             })
     world = []
     for question, answer, distractors in WORLD_FACTS:
-        world.append({"author": "", "question": question, "answer": answer, "paraphrased_answer": answer,
+        world.append({"author": "", "fact": answer, "question": question, "answer": answer, "paraphrased_answer": answer,
                       "perturbed_answer": list(distractors[:num_perturbed])})
     return {"forget": pd.DataFrame(rows["forget"]), "retain": pd.DataFrame(rows["retain"]), "world_facts": pd.DataFrame(world)}
 

@@ -155,6 +155,11 @@ def priv_leak(auc_unlearned: float, auc_retain_only: float) -> float:
     return (auc_unlearned - auc_retain_only) / auc_retain_only
 
 
+def fact_recall(generation: str, fact: str) -> float:
+    """1.0 if ``fact`` occurs in ``generation`` (case and surrounding spaces ignored), else 0.0."""
+    return float(" ".join(fact.lower().split()) in " ".join(generation.lower().split()))
+
+
 def unique_token_ratio(ids: Sequence[int]) -> float:
     """Distinct tokens / tokens of one generation (1 = no repetition; 0 for an empty output)."""
     return len(set(ids)) / len(ids) if len(ids) else 0.0
@@ -303,7 +308,7 @@ def evaluate_qa_set(model, encoder: GenerationEncoder, data: GenerationData, nam
     questions = df["question"].astype(str).tolist()
     answers = df["answer"].astype(str).tolist()
     truth = data.has_truth_columns(name)
-    key = [identity, data.fingerprint(name), _encoder_key(encoder), json.dumps(asdict(cfg.decoding)), "qa-v1",
+    key = [identity, data.fingerprint(name), _encoder_key(encoder), json.dumps(asdict(cfg.decoding)), "qa-v2",
            str(cfg.geometric_truth_ratio), str(truth)]
 
     def compute() -> dict[str, list]:
@@ -319,6 +324,8 @@ def evaluate_qa_set(model, encoder: GenerationEncoder, data: GenerationData, nam
             "answer_nll": [float(n.mean()) for n in gold],
             "unique_token_ratio": [unique_token_ratio(r) for r in ids],
         }
+        if "fact" in df.columns:
+            records["fact_recall"] = [fact_recall(t, str(f)) for t, f in zip(texts, df["fact"])]
         if truth:
             para_col = df["paraphrased_answer"].astype(str).tolist()
             para = answer_nlls(model, encoder, questions, para_col, cfg.batch_size, soft_prompt)
@@ -341,6 +348,9 @@ def evaluate_qa_set(model, encoder: GenerationEncoder, data: GenerationData, nam
     return _cached(cache_dir, cfg, key, len(df), compute)
 
 
+UTILITY_METRICS = ("rouge_l_recall", "probability", "truth_ratio")
+
+
 def summarise_qa_set(records: dict[str, list], forget: bool, utility_probability: bool = False) -> dict[str, float]:
     """TOFU's per-set numbers: mean ROUGE-L recall, mean probability (``true_vs_perturbed`` for the real-authors
     and world-facts sets), and the truth-ratio score."""
@@ -349,6 +359,8 @@ def summarise_qa_set(records: dict[str, list], forget: bool, utility_probability
     out["probability"] = float(np.mean(records[prob_key]))
     if "truth_ratio" in records:
         out["truth_ratio"] = truth_ratio_score(records["truth_ratio"], forget=forget)
+    if "fact_recall" in records:
+        out["fact_recall"] = float(np.mean(records["fact_recall"]))
     return out
 
 
@@ -361,7 +373,7 @@ def tofu_summary(per_set: dict[str, dict[str, list]], retain_only_forget: dict[s
     sets = {name: summarise_qa_set(r, forget=name == "forget", utility_probability=name in ("real_authors", "world_facts"))
             for name, r in per_set.items()}
     utility_values = [v for name, s in sets.items() if name != "forget" and not (name == "retain" and "retain_eval" in sets)
-                      for v in s.values()]
+                      for key, v in s.items() if key in UTILITY_METRICS]
     row: dict[str, Any] = {"sets": sets, "model_utility": model_utility(utility_values) if utility_values else float("nan"),
                            "rouge_forget": sets["forget"]["rouge_l_recall"]}
     retain_name = "retain_eval" if "retain_eval" in sets else "retain" if "retain" in sets else None
