@@ -168,9 +168,10 @@ def test_leakage_finds_duplicates_substrings_and_near_duplicates():
 
 def test_leakage_scales_and_forget_vs_retain():
     rng = np.random.default_rng(0)
-    words = [f"w{i}" for i in range(3000)]
-    train = [" ".join(rng.choice(words, size=12)) for _ in range(20000)]
-    test = [" ".join(rng.choice(words, size=12)) for _ in range(3000)] + [train[5], " ".join(train[7].split()[2:9])]
+    ids = rng.integers(0, 3000, size=(11500, 12))
+    texts = [" ".join(f"w{i}" for i in row) for row in ids]
+    train = texts[:10000]
+    test = texts[10000:] + [train[5], " ".join(train[7].split()[2:9])]
     cfg = LeakageConfig()
     kinds, match = compare(_Corpus(test, cfg, vocab := {}), _Corpus(train, cfg, vocab), cfg)
     assert kinds[-2:] == ["exact", "contained"] and match[-2:] == [5, 7]
