@@ -2,14 +2,14 @@
 
 Layers, lowest first (a module may import its own layer and the ones below):
 
-    core          errors, io, configuration, resume, the package root
+    core          errors, io, configuration, resume, _lazy, the package root
     data          spul.data
     models        spul.models, artifacts, testing
     interventions spul.interventions      (what an artifact applies to a frozen model at inference)
     methods       spul.methods            (each method: config, train → artifact, load → intervention)
     evaluation    spul.evaluation         (metrics, reports, figures, attacks)
-    pipeline      pipeline, experiments, bench
-    interfaces    spul.interfaces, spul.serving
+    pipeline      pipeline, run_config, experiments, bench, hub
+    interfaces    spul.interfaces, spul.serving, __main__
 
 Imports inside functions count too (they are still arrows); only ``if TYPE_CHECKING`` blocks are skipped.
 """
@@ -24,9 +24,10 @@ LAYERS = {
     "core": 0, "data": 1, "models": 2, "interventions": 3, "methods": 4, "evaluation": 5, "pipeline": 6, "interfaces": 7,
 }
 ROOM = {
-    "errors": "core", "io": "core", "configuration": "core", "resume": "core", "__init__": "core",
+    "errors": "core", "io": "core", "configuration": "core", "resume": "core", "_lazy": "core", "__init__": "core", "__main__": "interfaces",
     "data": "data", "models": "models", "artifacts": "models", "testing": "models", "interventions": "interventions",
-    "methods": "methods", "evaluation": "evaluation", "pipeline": "pipeline", "experiments": "pipeline", "bench": "pipeline",
+    "methods": "methods", "evaluation": "evaluation", "pipeline": "pipeline", "run_config": "pipeline", "experiments": "pipeline", "bench": "pipeline",
+    "hub": "pipeline",
     "interfaces": "interfaces", "serving": "interfaces",
 }
 

@@ -24,7 +24,7 @@ import torch
 
 from spul.errors import ConfigError, ModelError
 from spul.interventions.base import Intervention
-from spul.interventions.corruption_config import BUILTIN_CORRUPTIONS, CorruptionConfig, DimSelect  # noqa: F401 - re-exported
+from spul.interventions.corruption_config import CORRUPTION_NAMES, CorruptionConfig, DimSelect  # noqa: F401 - re-exported
 from spul.models.forward import unwrap
 
 
@@ -38,6 +38,7 @@ USES_SIGMA: set[str] = set()
 def register_corruption(name: str, uses_sigma: bool = False) -> Callable[[CorruptionFn], CorruptionFn]:
     def add(fn: CorruptionFn) -> CorruptionFn:
         CORRUPTIONS[name] = fn
+        CORRUPTION_NAMES.add(name)
         if uses_sigma:
             USES_SIGMA.add(name)
         return fn

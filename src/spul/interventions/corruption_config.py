@@ -9,6 +9,8 @@ from spul.errors import ConfigError
 
 # the corruptions spul.interventions.corruption registers itself; checked here without importing it (torch)
 BUILTIN_CORRUPTIONS = ("noise", "zero", "sign_flip")
+# every registered corruption's name: the built-in ones, plus those ``register_corruption`` adds
+CORRUPTION_NAMES: set[str] = set(BUILTIN_CORRUPTIONS)
 
 
 class DimSelect(str, enum.Enum):
@@ -31,13 +33,8 @@ class CorruptionConfig:
 
     def __post_init__(self) -> None:
         self.select = DimSelect(self.select)
-        known: tuple[str, ...] | dict = BUILTIN_CORRUPTIONS
-        if self.name not in BUILTIN_CORRUPTIONS:  # a registered one: consult the registry (imports torch)
-            from spul.interventions.corruption import CORRUPTIONS
-
-            known = CORRUPTIONS
-        if self.name not in known:
-            raise ConfigError(f"eco.corruption.name={self.name!r} is unknown", f"use one of: {', '.join(sorted(known))}")
+        if self.name not in CORRUPTION_NAMES:
+            raise ConfigError(f"eco.corruption.name={self.name!r} is unknown", f"use one of: {', '.join(sorted(CORRUPTION_NAMES))}")
         if self.dims < 0:
             raise ConfigError(f"eco.corruption.dims={self.dims} is negative", "use 0 (all dimensions) or a positive count")
         if not self.sigma > 0:
