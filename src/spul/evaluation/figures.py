@@ -1,5 +1,6 @@
-"""Experiment reports: Markdown tables in the paper's layout, the trade-off and p-sweep plots, the efficiency
-table, and a t-SNE picture of last-layer representations with and without a soft prompt (PNG, Agg backend).
+"""Experiment figures (PNG, Agg backend): the trade-off and p-sweep plots, and a t-SNE picture of last-layer
+representations with and without a soft prompt. The tables are in ``spul.evaluation.tables``, the model passes
+behind the t-SNE in ``spul.evaluation.representations``.
 
 Cells are the experiment runner's records (``spul.experiments.runner``): dicts with ``method``, ``kind``,
 ``params``, ``tau``, ``name``, ``selected``, ``result`` (a ``ModelResult.as_dict()``) and ``info``.
@@ -13,8 +14,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from spul.data.splits import Split
-from spul.evaluation.evaluate import ModelResult
-from spul.evaluation.report import markdown_table
+from spul.evaluation.representations import cached_representations
+from spul.evaluation.tables import cell_accuracy
 
 Cell = dict[str, Any]
 
@@ -28,76 +29,12 @@ def _plt():
     return plt
 
 
-def _acc(cell: Cell, split: str) -> float:
-    return 100 * float(cell["result"]["metrics"][split]["accuracy"])
-
-
-def _result(cell: Cell, name: str | None = None) -> ModelResult:
-    r = ModelResult.from_dict(cell["result"])
-    r.name = name or cell.get("name", r.name)
-    return r
-
-
 def _tex(split: str) -> str:
     """``D_f^te`` → mathtext ``$D_{f}^{te}$`` for axis labels and legends."""
     sym = Split(split).symbol
     base, sup = sym.split("^") if "^" in sym else (sym, "")
     name, sub = base.split("_") if "_" in base else (base, "")
     return f"${name}_{{{sub}}}^{{{sup}}}$"
-
-
-def _fmt_int(n: Any) -> str:
-    if n in (None, ""):
-        return "–"
-    n = int(n)
-    return f"{n / 1e6:.2f}M" if n >= 1e6 else (f"{n / 1e3:.1f}K" if n >= 1e3 else str(n))
-
-
-def efficiency_table(cells: Sequence[Cell]) -> str:
-    """Trainable parameters, seconds per epoch and peak memory per trained cell (same model and data)."""
-    rows = [c for c in cells if c["kind"] != "reference"]
-    lines = ["| Method | trainable params | s / epoch | train s | peak memory (MB) | memory measured as |", "|---|---:|---:|---:|---:|---|"]
-    for c in rows:
-        i = c["info"]
-        lines.append(f"| {c['name']} | {_fmt_int(i.get('trainable_parameters'))} | {i.get('seconds_per_epoch', '–')} | {i.get('train_seconds', '–')} "
-                     f"| {i.get('peak_memory_mb', '–')} | {i.get('memory_kind', '–')} |")
-    return "\n".join(lines)
-
-
-def grid_table(cells: Sequence[Cell], row_key: str, col_key: str) -> str:
-    """A two-parameter grid (e.g. α × β, the paper's Table 3): each entry is ``ACC D_r^te / ACC D_f^te``."""
-    grid = [c for c in cells if row_key in c["params"] and col_key in c["params"]]
-    rows = sorted({c["params"][row_key] for c in grid})
-    cols = sorted({c["params"][col_key] for c in grid})
-    lines = [f"| {row_key} \\ {col_key} | " + " | ".join(str(v) for v in cols) + " |", "|---|" + "---:|" * len(cols)]
-    for r in rows:
-        entries = []
-        for col in cols:
-            match = [c for c in grid if c["params"][row_key] == r and c["params"][col_key] == col]
-            entries.append(f"{_acc(match[0], 'test_retain'):.1f} / {_acc(match[0], 'test_forget'):.1f}" if match else "–")
-        lines.append(f"| {r} | " + " | ".join(entries) + " |")
-    return "\n".join(lines)
-
-
-def experiment_markdown(name: str, cells: Sequence[Cell], rule: str, sizes: dict[str, int] | None = None) -> str:
-    selected = [c for c in cells if c.get("selected")]
-    parts = [
-        f"# Experiment: {name}",
-        "Accuracy (ACC) and weighted F1 in %, against the original labels; a generic answer counts as wrong. "
-        "↑ higher is better (retain), ↓ lower is better (forget).",
-        f"**Selection rule.** {rule}.",
-        "## Main comparison (selected cell per method)",
-        markdown_table([_result(c) for c in selected]),
-        "## Efficiency (selected cells)",
-        efficiency_table(selected),
-        "## Every cell",
-        markdown_table([_result(c) for c in cells], with_f1=False),
-    ]
-    if any("alpha" in c["params"] and "beta" in c["params"] for c in cells):
-        parts += ["## α × β grid (ACC D_r^te / D_f^te)", grid_table(cells, "alpha", "beta")]
-    if sizes:
-        parts.append("Rows per split: " + ", ".join(f"{k} {v}" for k, v in sizes.items()) + ".")
-    return "\n\n".join(parts) + "\n"
 
 
 def tradeoff_plot(cells: Sequence[Cell], path: str | Path, split_pair: tuple[str, str] = ("test_forget", "test_retain")) -> Path:
@@ -114,14 +51,14 @@ def tradeoff_plot(cells: Sequence[Cell], path: str | Path, split_pair: tuple[str
     for k, method in enumerate(methods):
         group = [c for c in cells if c["method"] == method]
         ref = group[0]["kind"] == "reference"
-        xs = [_acc(c, fx) for c in group]
-        ys = [_acc(c, ry) for c in group]
+        xs = [cell_accuracy(c, fx) for c in group]
+        ys = [cell_accuracy(c, ry) for c in group]
         if len(group) > 1:
             ax.scatter(xs, ys, s=22, color=colours(k), alpha=0.45, edgecolors="none")
         best = [c for c in group if c.get("selected")] or group[:1]
         # decreasing sizes and distinct shapes: methods that land on the same point stay visible, nested
         size = max(45, 300 - 45 * k)
-        ax.scatter([_acc(c, fx) for c in best], [_acc(c, ry) for c in best], s=size, marker="*" if ref else shapes[k % len(shapes)],
+        ax.scatter([cell_accuracy(c, fx) for c in best], [cell_accuracy(c, ry) for c in best], s=size, marker="*" if ref else shapes[k % len(shapes)],
                    color=colours(k), edgecolors="black", linewidths=0.7, label=method, zorder=3 + k, alpha=0.9)
     ax.set_xlabel(f"accuracy on {_tex(fx)} (forget, % — lower is better)")
     ax.set_ylabel(f"accuracy on {_tex(ry)} (retain, % — higher is better)")
@@ -146,7 +83,7 @@ def sweep_plot(cells: Sequence[Cell], param: str, path: str | Path, xlabel: str 
               "train_forget": ("tab:red", "-", "o"), "test_forget": ("tab:red", "--", "s")}
     for split, (colour, ls, marker) in styles.items():
         if swept and split in swept[0]["result"]["metrics"]:
-            ax.plot(xs, [_acc(c, split) for c in swept], color=colour, ls=ls, marker=marker, label=f"{_tex(split)} ({'retain' if 'retain' in split else 'forget'})", alpha=0.85,
+            ax.plot(xs, [cell_accuracy(c, split) for c in swept], color=colour, ls=ls, marker=marker, label=f"{_tex(split)} ({'retain' if 'retain' in split else 'forget'})", alpha=0.85,
                     markersize=7 if "train" in split else 5)
     ax.set_xlabel(xlabel or param)
     ax.set_ylabel("accuracy (%)")
@@ -165,38 +102,6 @@ def experiment_figures(cells: Sequence[Cell], folder: str | Path) -> list[Path]:
     if sum("prompt_length" in c["params"] for c in cells) >= 2:
         paths.append(sweep_plot(cells, "prompt_length", folder / "prompt_length.png", "soft prompt length p"))
     return paths
-
-
-def last_layer_representations(model, encoder, texts: list[str], prompt=None, batch_size: int = 32):
-    """Final hidden state at the answer position (the last prompt token) for each text, ``[N, d]`` float32."""
-    import torch
-
-    from spul.models.forward import hidden_states, pad_left
-
-    device = next(model.parameters()).device
-    prompts = encoder.encode_prompts(texts)
-    out = []
-    with torch.inference_mode():
-        for i in range(0, len(prompts), batch_size):
-            chunk = prompts[i : i + batch_size]
-            ids, mask = pad_left(chunk, encoder.tokenizer.pad_token_id, device)
-            p = prompt(len(chunk)) if prompt is not None else None
-            out.append(hidden_states(model, ids, mask, p)[:, -1, :].float().cpu())
-    return torch.cat(out).numpy()
-
-
-def cached_representations(model, encoder, texts: list[str], prompt=None, cache_key: str | None = None) -> np.ndarray:
-    """``last_layer_representations`` through the on-disk embedding cache (``spul.data.embeddings``) when
-    ``cache_key`` names the model (and prompt) exactly; the key also covers the template and max_length."""
-    if cache_key is None:
-        return last_layer_representations(model, encoder, texts, prompt)
-    from spul.data.embeddings import CachedEncoder
-    from spul.io import sha256_text
-
-    layout = sha256_text(repr(encoder.head_ids), repr(encoder.tail_ids), str(encoder.max_length))[:12]
-    embed = CachedEncoder(embed_fn=lambda chunk: last_layer_representations(model, encoder, chunk, prompt),
-                          identity=f"last-layer:{cache_key}:{layout}", progress=False)
-    return embed(texts)
 
 
 def tsne_figure(peft_model, encoder, data, path: str | Path, max_per_split: int = 200, seed: int = 0, title: str = "",

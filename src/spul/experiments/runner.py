@@ -229,13 +229,13 @@ class ExperimentRunner:
         return outcome
 
     def write_outputs(self, outcome: ExperimentOutcome) -> None:
-        from spul.evaluation import figures
+        from spul.evaluation import figures, tables
 
         cells = outcome.cells
         write_json(self.out / "results.json", {"experiment": self.cfg.name, "config": self.cfg.as_dict(), "cells": cells,
                                                "selection_rule": selection_rule(self.cfg.selection.max_retain_drop)})
         write_text(self.out / "results.csv", cells_csv(cells))
-        md = figures.experiment_markdown(self.cfg.name, cells, selection_rule(self.cfg.selection.max_retain_drop), self._data.sizes())
+        md = tables.experiment_markdown(self.cfg.name, cells, selection_rule(self.cfg.selection.max_retain_drop), self._data.sizes())
         manifest = self.run_cfg.out / "data" / "manifest.json"
         if manifest.is_file():
             from spul.evaluation.report import leakage_note
