@@ -164,7 +164,7 @@ def test_validating_a_whole_config_loads_no_torch():
             "print('torch' in sys.modules, 'transformers' in sys.modules)")
     proc = _spul(code=code)
     assert proc.stdout.split() == ["False", "False"], proc.stderr[-1500:]
-    from spul.methods.eco.config import BUILTIN_CORRUPTIONS
-    from spul.methods.eco.corruptions import CORRUPTIONS
+    from spul.interventions.corruption_config import BUILTIN_CORRUPTIONS
+    from spul.interventions.corruption import CORRUPTIONS
 
     assert set(BUILTIN_CORRUPTIONS) <= set(CORRUPTIONS)
