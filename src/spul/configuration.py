@@ -49,7 +49,7 @@ def safe_load_unique(text: str) -> Any:
     return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
 
 
-def _strip_optional(tp: Any) -> tuple[Any, bool]:
+def strip_optional(tp: Any) -> tuple[Any, bool]:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
@@ -59,7 +59,7 @@ def _strip_optional(tp: Any) -> tuple[Any, bool]:
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
-    tp, optional = _strip_optional(tp)
+    tp, optional = strip_optional(tp)
     if value is None:
         if optional or tp is Any:
             return None

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from spul.data.sources import read_table
 from spul.data.tasks import TaskKind
 from spul.errors import ConfigError, DataError
 from spul.io import sha256_text
@@ -182,34 +183,22 @@ def _as_list(value) -> list[str]:
 
 
 def read_records(path: str | os.PathLike) -> pd.DataFrame:
-    """A JSON list (of objects or of strings: column ``text``), JSON lines, parquet, CSV or TSV file as a table."""
+    """A JSON list (of objects or of strings: column ``text``) or any file ``read_table`` reads, as a table."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"data file {str(path)!r} does not exist", "check the path in data.source")
-    suffix = path.suffix.lower()
+    if path.suffix.lower() != ".json" or not path.is_file():
+        return read_table(path)
     try:
-        if suffix == ".json":
-            try:
-                obj = json.loads(path.read_text(encoding="utf-8"))
-            except json.JSONDecodeError:
-                return pd.read_json(path, lines=True, encoding="utf-8")
-            if isinstance(obj, dict):  # {"question": [...], "answer": [...]} or {"data": [...]}
-                obj = obj.get("data", obj)
-            if isinstance(obj, list) and obj and all(isinstance(v, str) for v in obj):
-                return pd.DataFrame({"text": obj})
-            return pd.DataFrame(obj)
-        if suffix == ".jsonl":
-            return pd.read_json(path, lines=True, encoding="utf-8")
-        if suffix == ".parquet":
-            return pd.read_parquet(path)
-        if suffix in (".csv", ".tsv"):
-            return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", keep_default_na=False, na_values=[""])
-    except UnicodeDecodeError:
-        raise DataError(f"data file {str(path)!r} is not UTF-8 text", "re-save it as UTF-8") from None
-    except (ValueError, pd.errors.ParserError) as err:
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise DataError(f"data file {str(path)!r} could not be parsed ({first})", f"check that it is valid {suffix[1:].upper()}") from None
-    raise DataError(f"data file {str(path)!r} has unsupported type {suffix!r}", f"use one of {', '.join(FILE_SUFFIXES)}")
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return read_table(path)  # JSON lines under a .json name, or a clear error
+    if isinstance(obj, dict):  # {"question": [...], "answer": [...]} or {"data": [...]}
+        obj = obj.get("data", obj)
+    if isinstance(obj, list) and obj and all(isinstance(v, str) for v in obj):
+        return pd.DataFrame({"text": obj})
+    try:
+        return pd.DataFrame(obj)
+    except ValueError as err:
+        raise DataError(f"data file {str(path)!r} could not be parsed ({str(err).splitlines()[0]})", "check that it is a JSON list of records") from None
 
 
 def _find(folder: Path, stem: str) -> Path | None:

@@ -12,9 +12,10 @@ import argparse
 import dataclasses
 import enum
 import os
-import types
 import typing
 from typing import Any
+
+from spul.configuration import strip_optional
 
 FLAG_PREFIX = "cfg:"
 
@@ -37,17 +38,8 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-v", "--verbose", action="store_true", help="show library logs and full tracebacks")
 
 
-def _plain_type(tp: Any) -> tuple[Any, bool]:
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if len(args) == 1:
-            return args[0], True
-    return tp, False
-
-
 def _add_field(group, key: str, tp: Any, f: dataclasses.Field, note: str = "") -> None:
-    tp, _ = _plain_type(tp)
+    tp, _ = strip_optional(tp)
     help_text = (f.metadata.get("help", "") if f.metadata else "") + note
     kwargs: dict[str, Any] = {"dest": FLAG_PREFIX + key, "default": argparse.SUPPRESS, "help": help_text.strip().replace("%", "%%") or None}
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
@@ -65,7 +57,7 @@ def _flag_fields(cls: type, prefix: str):
     for f in dataclasses.fields(cls):
         if not f.init:
             continue
-        tp, _ = _plain_type(hints[f.name])
+        tp, _ = strip_optional(hints[f.name])
         key = f"{prefix}.{f.name}"
         if dataclasses.is_dataclass(tp):
             yield from _flag_fields(tp, key)
