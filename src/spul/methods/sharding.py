@@ -46,7 +46,7 @@ def refuse_fsdp_launch(step: str) -> None:
     """Fine-tuning and the baselines train weights inside what would be the shards; they run data-parallel only."""
     if launched_with_fsdp() and launched_processes() > 1:
         raise ConfigError(f"{step} trains model weights and cannot run under a FSDP launch",
-                          f"run {step} with configs/accelerate/ddp.yaml (data parallel); only spul unlearn shards the frozen weights")
+                          f"run {step} with the ddp accelerate config (spul accelerate-config ddp); only spul unlearn shards the frozen weights")
 
 
 def is_sharded(model) -> bool:
@@ -80,7 +80,7 @@ def shard_frozen_base(peft_model, device: torch.device) -> dict[str, int] | None
     base = unwrap(peft_model)
     if any(p.requires_grad for p in base.parameters()):
         raise ConfigError("sharded training needs a frozen base model, but it has trainable weights (LoRA?)",
-                          "shard only soft-prompt training (spul unlearn); train LoRA methods with data parallelism (configs/accelerate/ddp.yaml)")
+                          "shard only soft-prompt training (spul unlearn); train LoRA methods with data parallelism (spul accelerate-config ddp)")
     layers = getattr(decoder_of(peft_model), "layers", None)
     if layers is None:
         raise ConfigError(f"cannot find the decoder layers of {type(base).__name__} to shard",

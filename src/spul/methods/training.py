@@ -129,6 +129,8 @@ class LossModule(torch.nn.Module):
         except AttributeError:
             if name.startswith("__") or name in ("model", "loss_fn", "_ddp_params_and_buffers_to_ignore"):
                 raise
+            if name == "is_quantized":  # what trains is the adapter/prompt inside: not a "purely quantized" model
+                return False
             return getattr(self._modules["model"], name)
 
 
