@@ -193,6 +193,19 @@ def test_shards_split_the_grid_and_a_plain_run_merges_them(tmp_path, tiny_model_
     assert main(["experiment", "--config", str(path)]) == 0
     assert "0 cell(s) computed, 3 cached" in capsys.readouterr().out
     assert {r["id"] for r in csv.DictReader((tmp_path / "exp" / "results.csv").open())} == set(whole)
+    # the Slurm array template passes its task id and count as the shard (every cell is cached by now)
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"), SPUL_PYTHON=sys.executable, SPUL_CONFIG=str(path),
+               SLURM_ARRAY_TASK_ID="1", SLURM_ARRAY_TASK_COUNT="3")
+    proc = subprocess.run(["bash", str(REPO / "scripts" / "slurm" / "spul_experiment.sbatch")], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "shard 1/3: 0 cell(s) computed, 1 cached, 2 left to the other shards" in proc.stdout
 
     # the split itself: deterministic, disjoint, complete for any N
     from spul.configuration import from_dict
