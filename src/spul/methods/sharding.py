@@ -46,7 +46,7 @@ def refuse_fsdp_launch(step: str) -> None:
     """Fine-tuning and the baselines train weights inside what would be the shards; they run data-parallel only."""
     if launched_with_fsdp() and launched_processes() > 1:
         raise ConfigError(f"{step} trains model weights and cannot run under a FSDP launch",
-                          f"run {step} with the ddp accelerate config (spul accelerate-config ddp); only spul unlearn shards the frozen weights")
+                          f"run {step} with the shipped ddp.yaml (data parallel: spul accelerate-config ddp); only spul unlearn shards the frozen weights")
 
 
 def is_sharded(model) -> bool:
