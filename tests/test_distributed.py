@@ -28,57 +28,82 @@ def _prompt(run_dir):
     return load_file(str(run_dir / "artifact" / "adapter_model.safetensors"))["prompt_embeddings"]
 
 
-def test_stock_ddp_around_the_loss_module_averages_the_prompt_gradient(tmp_path):
-    """2 gloo processes, each a different batch: DDP(LossModule) leaves the mean of the two ranks' gradients on
-    both ranks (nothing but DDP's own reducer runs), equal to one process's gradient of the mean loss."""
-    script = tmp_path / "ddp_loss_module.py"
-    script.write_text(DDP_SCRIPT)
+@pytest.mark.parametrize("engine", ["ddp", "fsdp2"])
+def test_engines_around_the_loss_module_reduce_the_prompt_gradient_exactly(tmp_path, engine):
+    """2 gloo processes, each a different half batch, nothing but the engine's own reduction:
+
+    * ``ddp``: stock DDP around a ``LossModule`` leaves the mean of the two ranks' gradients on both ranks;
+    * ``fsdp2``: the layout accelerate's FSDP2 builds from the shipped fsdp.yaml (one unit per decoder layer, the
+      ``LossModule`` as root unit holding embeddings, LM head and the soft prompt, gathered by the loss forward).
+
+    Either way the prompt's gradient equals one process's gradient of the mean of the two half-batch losses.
+    """
+    script = tmp_path / "engine.py"
+    script.write_text(ENGINE_SCRIPT)
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO / "src"))
     torchrun = shutil.which("torchrun") or os.path.join(os.path.dirname(sys.executable), "torchrun")
-    proc = subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", "29521", str(script), str(tmp_path)],
+    port = {"ddp": "29521", "fsdp2": "29522"}[engine]
+    proc = subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", port, str(script), str(tmp_path), engine],
                           env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     grads = [torch.load(tmp_path / f"grad{r}.pt") for r in (0, 1)]
     single = torch.load(tmp_path / "single.pt")
-    assert torch.equal(grads[0], grads[1]), "DDP must leave the same gradient on both ranks"
+    assert torch.equal(grads[0], grads[1]), "both ranks must end with the same gradient"
     assert torch.allclose(grads[0], single, rtol=1e-5, atol=1e-7), (grads[0] - single).abs().max()
     assert single.abs().sum() > 0
 
 
-DDP_SCRIPT = """
+ENGINE_SCRIPT = """
 import sys, torch, torch.distributed as dist
 from transformers import LlamaConfig, LlamaForCausalLM
 from spul.methods.training import LossModule
 from spul.models.forward import hidden_states, lm_logits
 from spul.models.soft_prompt import PromptInit, add_soft_prompt, prompt_vectors, soft_prompt_embedding
 
-out = sys.argv[1]
+out, engine = sys.argv[1], sys.argv[2]
 dist.init_process_group("gloo")
 rank = dist.get_rank()
-torch.manual_seed(0)
 cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
                   num_key_value_heads=2, max_position_embeddings=64)
-model = LlamaForCausalLM(cfg).eval().requires_grad_(False)
-peft = add_soft_prompt(model, "prompt_tuning", 3, PromptInit.RANDOM, seed=0)
 
-def loss_fn(m, batch):
+
+def build():
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(cfg).eval().requires_grad_(False)
+    return model, add_soft_prompt(model, "prompt_tuning", 3, PromptInit.RANDOM, seed=0)
+
+
+def loss_fn(m, batch):  # calls the embeddings, decoder, LM head and prompt encoder directly, as the SPUL losses do
     ids = batch["input_ids"]
     h = hidden_states(m, ids, torch.ones_like(ids), prompt_vectors(m, ids.shape[0], torch.float32))
     return torch.nn.functional.cross_entropy(lm_logits(m, h[:, -1]), batch["labels"]), {}
 
+
 g = torch.Generator().manual_seed(1)
 ids = torch.randint(0, 64, (4, 6), generator=g)
 labels = torch.randint(0, 64, (4,), generator=g)
-ddp = torch.nn.parallel.DistributedDataParallel(LossModule(peft, loss_fn))
-ddp(input_ids=ids[2 * rank: 2 * rank + 2], labels=labels[2 * rank: 2 * rank + 2]).backward()
-weight = soft_prompt_embedding(peft).weight
-torch.save(weight.grad.clone(), f"{out}/grad{rank}.pt")
-if rank == 0:  # one process, the mean of the two half-batch losses
-    weight.grad = None
+model, peft = build()
+module = LossModule(peft, loss_fn)
+if engine == "ddp":
+    wrapped = torch.nn.parallel.DistributedDataParallel(module)
+else:
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = init_device_mesh("cpu", (2,))
+    for layer in model.model.layers:
+        fully_shard(layer, mesh=mesh)
+    wrapped = fully_shard(module, mesh=mesh)
+wrapped(input_ids=ids[2 * rank: 2 * rank + 2], labels=labels[2 * rank: 2 * rank + 2]).backward()
+grad = soft_prompt_embedding(peft).weight.grad
+grad = grad.full_tensor() if hasattr(grad, "full_tensor") else grad
+torch.save(grad.clone(), f"{out}/grad{rank}.pt")
+dist.destroy_process_group()
+if rank == 0:  # one process, unwrapped: the mean of the two half-batch losses
+    model, peft = build()
     module = LossModule(peft, loss_fn)
     (0.5 * (module(input_ids=ids[:2], labels=labels[:2]) + module(input_ids=ids[2:], labels=labels[2:]))).backward()
-    torch.save(weight.grad.clone(), f"{out}/single.pt")
-dist.destroy_process_group()
+    torch.save(soft_prompt_embedding(peft).weight.grad.clone(), f"{out}/single.pt")
 """
 
 
