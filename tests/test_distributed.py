@@ -4,6 +4,9 @@ One process with batch 8 and two processes with batch 4 each see the same 8 rows
 the launcher hands consecutive batches to the ranks). The prompts agree closely but not bit for bit: each rank
 averages its forget and retain rows separately, so the mean of two half-batch losses is not exactly the
 full-batch loss when the halves hold different numbers of forget rows.
+
+Gradients are synchronised by stock DDP around ``LossModule`` (the loss is that module's forward); there is no
+hand-written all-reduce. The DDP test below shows DDP's reducer is what averages them.
 """
 
 from __future__ import annotations
@@ -25,14 +28,83 @@ def _prompt(run_dir):
     return load_file(str(run_dir / "artifact" / "adapter_model.safetensors"))["prompt_embeddings"]
 
 
-def test_average_gradients_is_a_no_op_on_one_process():
-    from spul.methods.distributed import average_gradients, world_size
+@pytest.mark.parametrize("engine", ["ddp", "fsdp2"])
+def test_engines_around_the_loss_module_reduce_the_prompt_gradient_exactly(tmp_path, engine):
+    """2 gloo processes, each a different half batch, nothing but the engine's own reduction:
 
-    layer = torch.nn.Linear(3, 2)
-    layer(torch.ones(1, 3)).sum().backward()
-    before = layer.weight.grad.clone()
-    average_gradients(layer)
-    assert world_size() == 1 and torch.equal(layer.weight.grad, before)
+    * ``ddp``: stock DDP around a ``LossModule`` leaves the mean of the two ranks' gradients on both ranks;
+    * ``fsdp2``: the layout accelerate's FSDP2 builds from the shipped fsdp.yaml (one unit per decoder layer, the
+      ``LossModule`` as root unit holding embeddings, LM head and the soft prompt, gathered by the loss forward).
+
+    Either way the prompt's gradient equals one process's gradient of the mean of the two half-batch losses.
+    """
+    script = tmp_path / "engine.py"
+    script.write_text(ENGINE_SCRIPT)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO / "src"))
+    torchrun = shutil.which("torchrun") or os.path.join(os.path.dirname(sys.executable), "torchrun")
+    port = {"ddp": "29521", "fsdp2": "29522"}[engine]
+    proc = subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", port, str(script), str(tmp_path), engine],
+                          env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    grads = [torch.load(tmp_path / f"grad{r}.pt") for r in (0, 1)]
+    single = torch.load(tmp_path / "single.pt")
+    assert torch.equal(grads[0], grads[1]), "both ranks must end with the same gradient"
+    assert torch.allclose(grads[0], single, rtol=1e-5, atol=1e-7), (grads[0] - single).abs().max()
+    assert single.abs().sum() > 0
+
+
+ENGINE_SCRIPT = """
+import sys, torch, torch.distributed as dist
+from transformers import LlamaConfig, LlamaForCausalLM
+from spul.methods.training import LossModule
+from spul.models.forward import hidden_states, lm_logits
+from spul.models.soft_prompt import PromptInit, add_soft_prompt, prompt_vectors, soft_prompt_embedding
+
+out, engine = sys.argv[1], sys.argv[2]
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, max_position_embeddings=64)
+
+
+def build():
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(cfg).eval().requires_grad_(False)
+    return model, add_soft_prompt(model, "prompt_tuning", 3, PromptInit.RANDOM, seed=0)
+
+
+def loss_fn(m, batch):  # calls the embeddings, decoder, LM head and prompt encoder directly, as the SPUL losses do
+    ids = batch["input_ids"]
+    h = hidden_states(m, ids, torch.ones_like(ids), prompt_vectors(m, ids.shape[0], torch.float32))
+    return torch.nn.functional.cross_entropy(lm_logits(m, h[:, -1]), batch["labels"]), {}
+
+
+g = torch.Generator().manual_seed(1)
+ids = torch.randint(0, 64, (4, 6), generator=g)
+labels = torch.randint(0, 64, (4,), generator=g)
+model, peft = build()
+module = LossModule(peft, loss_fn)
+if engine == "ddp":
+    wrapped = torch.nn.parallel.DistributedDataParallel(module)
+else:
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = init_device_mesh("cpu", (2,))
+    for layer in model.model.layers:
+        fully_shard(layer, mesh=mesh)
+    wrapped = fully_shard(module, mesh=mesh)
+wrapped(input_ids=ids[2 * rank: 2 * rank + 2], labels=labels[2 * rank: 2 * rank + 2]).backward()
+grad = soft_prompt_embedding(peft).weight.grad
+grad = grad.full_tensor() if hasattr(grad, "full_tensor") else grad
+torch.save(grad.clone(), f"{out}/grad{rank}.pt")
+dist.destroy_process_group()
+if rank == 0:  # one process, unwrapped: the mean of the two half-batch losses
+    model, peft = build()
+    module = LossModule(peft, loss_fn)
+    (0.5 * (module(input_ids=ids[:2], labels=labels[:2]) + module(input_ids=ids[2:], labels=labels[2:]))).backward()
+    torch.save(soft_prompt_embedding(peft).weight.grad.clone(), f"{out}/single.pt")
+"""
 
 
 def _torchrun(config, cwd, port: int, **env_extra) -> None:
@@ -80,6 +152,9 @@ def test_two_processes_data_parallel_and_sharded_match_one_process(tmp_path, tin
     meta = {name: json.loads((out / "artifact" / "spul.json").read_text())["training"] for name, out in
             (("one", single.out), *runs.items())}
     assert meta["ddp"]["sharding"] is None
+    # stock DDP wrapped the loss module (its reducer averaged the prompt's gradient); one process ran it bare
+    assert meta["ddp"]["engine"] == meta["sharded"]["engine"] == "DistributedDataParallel"
+    assert meta["one"]["engine"] == "LossModule"
     sharding = meta["sharded"]["sharding"]
     assert sharding["processes"] == 2 and abs(sharding["frozen_parameters_here"] - sharding["frozen_parameters"] / 2) < 0.01 * sharding["frozen_parameters"]
     assert meta["one"]["steps"] == meta["ddp"]["steps"] == meta["sharded"]["steps"] == 6  # 48 rows / global batch 8

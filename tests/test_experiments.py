@@ -164,3 +164,59 @@ def test_eco_is_a_row_of_the_experiment(tmp_path, tiny_model_dir):
     assert sum(c["selected"] for c in eco) == 1
     assert "| ECO (classifier=" in (first.output_dir / "results.md").read_text()
     assert run_experiment(cfg).computed == []  # cached
+
+
+def test_shards_split_the_grid_and_a_plain_run_merges_them(tmp_path, tiny_model_dir, capsys):
+    """--shard I/N: disjoint shares whose union is the whole grid; the run without --shard computes nothing and
+    writes the report from the shards' cell files; a bad --shard is a one-line error."""
+    from spul.experiments.runner import parse_shard, plan_cells, shard_cells
+    from spul.interfaces.cli import main
+
+    spec = _experiment_dict(tmp_path, tiny_model_dir)
+    spec["methods"] = [spec["methods"][0]]  # SPUL at two prompt lengths + base (no fine-tune: no vanilla row) = 3 cells
+    spec["tsne"] = False
+    spec["finetune"] = {"enabled": False}
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    assert main(["experiment", "--config", str(path), "--shared-only"]) == 0
+    done: list[list[str]] = []
+    for i in range(3):
+        assert main(["experiment", "--config", str(path), "--shard", f"{i}/3"]) == 0
+        out = capsys.readouterr().out
+        assert f"shard {i}/3:" in out and "merge them" in out
+        cells = tmp_path / "exp" / "cells"
+        done.append(sorted(p.stem for p in cells.glob("*.json") if not any(p.stem in d for d in done)))
+    whole = ["base", "spul-prompt_length=2", "spul-prompt_length=4"]
+    assert sorted(sum(done, [])) == whole and all(len(d) == 1 for d in done)
+    assert len({c for d in done for c in d}) == sum(len(d) for d in done)  # disjoint
+    assert not (tmp_path / "exp" / "results.md").exists()  # no partial report
+    assert main(["experiment", "--config", str(path)]) == 0
+    assert "0 cell(s) computed, 3 cached" in capsys.readouterr().out
+    assert {r["id"] for r in csv.DictReader((tmp_path / "exp" / "results.csv").open())} == set(whole)
+    # the Slurm array template passes its task id and count as the shard (every cell is cached by now)
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"), SPUL_PYTHON=sys.executable, SPUL_CONFIG=str(path),
+               SLURM_ARRAY_TASK_ID="1", SLURM_ARRAY_TASK_COUNT="3")
+    proc = subprocess.run(["bash", str(REPO / "scripts" / "slurm" / "spul_experiment.sbatch")], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "shard 1/3: 0 cell(s) computed, 1 cached, 2 left to the other shards" in proc.stdout
+
+    # the split itself: deterministic, disjoint, complete for any N
+    from spul.configuration import from_dict
+    from spul.experiments import ExperimentConfig
+
+    planned = plan_cells(from_dict(ExperimentConfig, _experiment_dict(tmp_path, tiny_model_dir)))
+    for n in (1, 2, 3, 7):
+        parts = [[c.id for c in shard_cells(planned, i, n)] for i in range(n)]
+        assert sorted(sum(parts, [])) == sorted(c.id for c in planned)
+    assert parse_shard("2/4") == (2, 4)
+    for bad in ("4/4", "-1/2", "1", "a/b", "0/0"):
+        assert main(["experiment", "--config", str(path), f"--shard={bad}"]) != 0
+        err = capsys.readouterr().err
+        assert "--shard" in err and "Traceback" not in err

@@ -60,6 +60,8 @@ class BenchConfig:
     data: str = "generated:reviews"
     max_length: int = 128
     seq_len: int = 256
+    # synthetic batches: shortest sequence (None: seq_len // 2); equal to seq_len for fixed-length rows
+    min_seq_len: int | None = None
     batch_size: int = 8
     prompt_length: int = 30
     steps: int = 5
@@ -110,11 +112,12 @@ def _real_batches(cfg: BenchConfig, tokenizer, count: int, batch_size: int) -> t
 
 
 def _synthetic_batches(cfg: BenchConfig, vocab: int, count: int, batch_size: int) -> tuple[list[dict], list[list[int]]]:
-    """Random ids, lengths in [seq_len/2, seq_len], one answer token, a third of the rows forget rows."""
+    """Random ids, lengths in [min_seq_len (default seq_len/2), seq_len], one answer token, a third of the rows forget rows."""
     gen = torch.Generator().manual_seed(cfg.seed)
     batches = []
     for _ in range(count):
-        lengths = torch.randint(max(2, cfg.seq_len // 2), cfg.seq_len + 1, (batch_size,), generator=gen).tolist()
+        shortest = cfg.seq_len // 2 if cfg.min_seq_len is None else min(cfg.min_seq_len, cfg.seq_len)
+        lengths = torch.randint(max(2, shortest), cfg.seq_len + 1, (batch_size,), generator=gen).tolist()
         seqs = [torch.randint(3, vocab, (n,), generator=gen).tolist() for n in lengths]
         ids, mask = pad_left(seqs, 0)
         labels = torch.randint(3, vocab, (batch_size, 1), generator=gen)

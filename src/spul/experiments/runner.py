@@ -25,6 +25,7 @@ from spul.configuration import dump_yaml, to_dict
 from spul.data.encoding import TaskEncoder
 from spul.data.splits import SPLITS, Split, UnlearningData
 from spul.data.tasks import Task
+from spul.errors import ConfigError
 from spul.evaluation.evaluate import ModelResult, evaluate_model
 from spul.experiments.config import ExperimentConfig, MethodSpec
 from spul.experiments.measure import measure
@@ -60,6 +61,27 @@ class ExperimentOutcome:
     computed: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     output_dir: Path = Path(".")
+    # (index, count) when this run computed only its share of the cells (no report written), else None
+    shard: tuple[int, int] | None = None
+    others: list[str] = field(default_factory=list)  # cells left to the other shards
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"I/N"`` -> ``(I, N)`` with ``0 <= I < N`` (Slurm: ``$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT``)."""
+    parts = str(text).split("/")
+    try:
+        index, count = (int(p) for p in parts) if len(parts) == 2 else (None, None)
+    except ValueError:
+        index = count = None
+    if index is None or count is None or count < 1 or not 0 <= index < count:
+        raise ConfigError(f"--shard {text!r} is not I/N with 0 <= I < N",
+                          "pass e.g. --shard 0/4 ... --shard 3/4 (Slurm: --array=0-3 and --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)")
+    return index, count
+
+
+def shard_cells(cells: list, index: int, count: int) -> list:
+    """The cells of shard ``index`` of ``count``: every ``count``-th cell of the (deterministic) plan, from ``index``."""
+    return [cell for j, cell in enumerate(cells) if j % count == index]
 
 
 def _slug(text: str) -> str:
@@ -205,12 +227,23 @@ class ExperimentRunner:
                               cache_dir=self.out / "work" / cell_id / "cache")
 
     # -- the whole experiment -------------------------------------------------------------------------------
-    def run(self) -> ExperimentOutcome:
+    def run(self, shard: tuple[int, int] | None = None, shared_only: bool = False) -> ExperimentOutcome:
+        """Every cell, then the report. ``shard=(I, N)``: only shard I's cells (``shard_cells``), no report; a later
+        run without a shard reads all cell files back (same keys) and writes the report. ``shared_only``: only
+        the steps every cell shares (data, fine-tune), to run once before an array of shards."""
         self.out.mkdir(parents=True, exist_ok=True)
-        write_text(self.out / "config.yaml", dump_yaml(self.cfg))
+        if shard is None or shard[0] == 0:
+            write_text(self.out / "config.yaml", dump_yaml(self.cfg))
         self.shared()
-        outcome = ExperimentOutcome(cells=[], output_dir=self.out)
+        outcome = ExperimentOutcome(cells=[], output_dir=self.out, shard=shard)
         cells = self.reference_cells() + plan_cells(self.cfg)
+        if shared_only:
+            outcome.others = [c.id for c in cells]
+            return outcome
+        if shard is not None:
+            mine = shard_cells(cells, *shard)
+            outcome.others = [c.id for c in cells if c.id not in {m.id for m in mine}]
+            cells = mine
         for i, cell in enumerate(cells, 1):
             record = self.cached(cell)
             if record is not None:
@@ -224,6 +257,8 @@ class ExperimentRunner:
                 outcome.computed.append(cell.id)
                 self.say(f"[{i}/{len(cells)}] {cell.id}: done in {record['info']['wall_seconds']:.0f} s")
             outcome.cells.append(record)
+        if shard is not None:
+            return outcome  # the report needs every cell: a run without --shard merges them
         mark_selected(outcome.cells, self.cfg.selection.max_retain_drop)
         self.write_outputs(outcome)
         return outcome
@@ -313,5 +348,6 @@ def cells_csv(cells: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
-def run_experiment(cfg: ExperimentConfig, progress: Callable[[str], None] | None = None) -> ExperimentOutcome:
-    return ExperimentRunner(cfg, progress).run()
+def run_experiment(cfg: ExperimentConfig, progress: Callable[[str], None] | None = None,
+                   shard: tuple[int, int] | None = None, shared_only: bool = False) -> ExperimentOutcome:
+    return ExperimentRunner(cfg, progress).run(shard, shared_only)

@@ -1,8 +1,13 @@
 """What every answer-level trainer shares: the data set of (prompt, target) pairs, the collator, and a
 ``Trainer`` base that computes per-row answer NLLs from the trunk's hidden states.
 
-Methods subclass ``AnswerTrainer`` and override ``compute_loss`` only (open-unlearning style); checkpoints,
-resume, schedules, mixed precision, progress bars and multi-GPU come from ``transformers.Trainer``.
+Methods subclass ``AnswerTrainer`` and override ``batch_loss(model, inputs) -> (loss, outputs)`` only
+(open-unlearning's ``compute_loss``, one level down); checkpoints, resume, schedules, mixed precision, progress
+bars and multi-GPU come from ``transformers.Trainer``.
+
+The losses call the trunk, the LM head and the prompt encoder directly, so they run inside ``LossModule.forward``:
+the Trainer holds a ``LossModule`` around the PEFT model, and the engines (DDP, accelerate's FSDP, DeepSpeed)
+wrap *that* module, so their gradient synchronisation and parameter gathering run as for any model's forward.
 """
 
 from __future__ import annotations
@@ -23,7 +28,6 @@ from spul.errors import TrainingError
 from spul.io import write_text
 from spul.methods import safe_checkpoint
 from spul.methods.losses import IGNORE, answer_positions, per_row_mean, token_nll
-from spul.methods.distributed import average_gradients, is_ddp
 from spul.methods.sharding import gathered, is_sharded
 from spul.models.checkpointing import rearm_checkpointing
 from spul.models.forward import hidden_states, lm_logits, pad_left, unwrap
@@ -94,15 +98,65 @@ class AnswerCollator:
         }
 
 
+class LossModule(torch.nn.Module):
+    """``forward(**batch) -> loss``: the method's loss over ``model`` (the PEFT model) as one module's forward.
+
+    DDP synchronises gradients, FSDP gathers the root unit's weights, DeepSpeed runs its hooks only when the
+    wrapped module's ``forward`` runs; the trainer hands the engines this module, so a loss that calls the
+    embeddings, decoder, LM head and prompt encoder directly is still one forward of the wrapped module.
+    ``loss_fn(model, batch) -> (loss, outputs)`` holds the method's settings (the trainer's ``batch_loss``).
+    Attributes it does not have are read from ``model`` (``get_input_embeddings``, ``disable_adapter``, ``config``),
+    so code that expected the PEFT model keeps working.
+    """
+
+    def __init__(self, model: torch.nn.Module, loss_fn):
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss_fn
+        self.last_outputs: dict[str, Any] = {}
+        if is_sharded(model):  # spul's own frozen-weight sharding: DDP must keep off the (already sharded) frozen weights
+            frozen = [f"model.{n}" for n, p in model.named_parameters() if not p.requires_grad]
+            frozen += [f"model.{n}" for n, _ in model.named_buffers()]
+            torch.nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(self, frozen)
+
+    def forward(self, **batch: torch.Tensor) -> torch.Tensor:
+        loss, self.last_outputs = self.loss_fn(self.model, batch)
+        return loss
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name.startswith("__") or name in ("model", "loss_fn", "_ddp_params_and_buffers_to_ignore"):
+                raise
+            if name == "is_quantized":  # what trains is the adapter/prompt inside: not a "purely quantized" model
+                return False
+            return getattr(self._modules["model"], name)
+
+
+def loss_module_of(model) -> LossModule | None:
+    """The ``LossModule`` inside an engine's wrapper (DDP/DeepSpeed ``.module``; FSDP2 keeps the object itself)."""
+    for candidate in (model, getattr(model, "module", None)):
+        if isinstance(candidate, LossModule):
+            return candidate
+    return None
+
+
 class AnswerTrainer(Trainer):
-    """Trainer whose losses live at the answer positions. Subclasses implement ``compute_loss``."""
+    """Trainer whose losses live at the answer positions. Subclasses implement ``batch_loss``.
+
+    ``model`` is the PEFT model (or a plain model); the Trainer's ``self.model`` is a ``LossModule`` around it,
+    and ``self.peft_model`` the model itself.
+    """
 
     # SPUL-style methods keep the frozen trunk deterministic (dropout off); fine-tuning wants LoRA dropout.
     frozen_trunk_in_eval_mode = True
     phase = "unlearn"  # the progress bar's and run.log's label
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, model=None, *args, **kwargs):
+        if model is not None and loss_module_of(model) is None:
+            model = LossModule(model, self.batch_loss)
+        super().__init__(model, *args, **kwargs)
         from spul.methods.tracking import label_phase
 
         label_phase(self, self.phase)
@@ -113,15 +167,30 @@ class AnswerTrainer(Trainer):
         # accumulation steps itself (a PEFT forward's **kwargs would otherwise make it skip that division)
         self.model_accepts_loss_kwargs = False
 
+    @property
+    def peft_model(self):
+        """The model the losses run on (the PEFT model), without the ``LossModule`` and any engine wrapper."""
+        return loss_module_of(self.model).model
+
+    def batch_loss(self, model, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, Any]]:
+        """The method's loss on one batch, and any outputs worth returning; ``model`` is the PEFT model."""
+        raise NotImplementedError(f"{type(self).__name__} must implement batch_loss(model, inputs)")
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """Run the (engine-wrapped) ``LossModule``; a bare PEFT model (the benchmark's direct calls) runs ``batch_loss``."""
+        module = loss_module_of(model)
+        if module is not None:
+            loss = model(**inputs)
+            outputs = module.last_outputs
+        else:
+            loss, outputs = self.batch_loss(model, inputs)
+        return (loss, outputs) if return_outputs else loss
+
     def training_step(self, model, inputs, num_items_in_batch=None):
-        """Under DDP, run on the inner module and average the trainable gradients (see methods/distributed.py);
-        with sharded frozen weights, hold the directly called ones whole for the step (methods/sharding.py)."""
-        inner = model.module if is_ddp(model) else model
-        with gathered(inner):
-            loss = super().training_step(inner, inputs, num_items_in_batch)
-        if inner is not model or is_sharded(inner):
-            average_gradients(inner)
-        return loss
+        """Under spul's own frozen-weight sharding, hold the directly called root weights (embeddings, LM head)
+        whole for the step, forward and backward (methods/sharding.py); gradients are the engine's business."""
+        with gathered(self.peft_model):
+            return super().training_step(model, inputs, num_items_in_batch)
 
     def answer_nll(self, model, inputs: dict[str, torch.Tensor], prompt: torch.Tensor | None = None,
                    with_hidden: bool = False):
@@ -224,21 +293,27 @@ class AnswerTrainer(Trainer):
         safe_checkpoint.save_checkpoint_atomically(run_dir, f"checkpoint-{self.state.global_step}", write, self.args.save_total_limit)
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
-        super()._save(output_dir, state_dict)
         output_dir = output_dir or self.args.output_dir
+        if self.args.should_save:  # the PEFT model's own format (adapter files), not the LossModule's state dict
+            os.makedirs(output_dir, exist_ok=True)
+            if state_dict is not None:  # gathered by the engine (FSDP, DeepSpeed) under the LossModule's names
+                state_dict = {k[len("model."):] if k.startswith("model.") else k: v for k, v in state_dict.items()}
+            self.peft_model.save_pretrained(output_dir, state_dict=state_dict)
+            if self.processing_class is not None:
+                self.processing_class.save_pretrained(output_dir)
         if self.args.should_save and not self.is_deepspeed_enabled and not self.is_fsdp_enabled:
             # everything training updates, as it is: a P-tuning adapter file holds only the encoder's *output*
             # (under DDP and spul's frozen-weight sharding the trainable parameters are whole on every process)
-            safe_checkpoint.save_trainable(self.model, output_dir)
-        pickled = os.path.join(output_dir, "training_args.bin")
-        if self.args.should_save and os.path.isfile(pickled):
-            os.remove(pickled)
+            safe_checkpoint.save_trainable(self.peft_model, output_dir)
+        if self.args.should_save:  # JSON, never the pickled training_args.bin
             write_text(os.path.join(output_dir, "training_args.json"), self.args.to_json_string())
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
-        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        inner = loss_module_of(model).model if model is not None and loss_module_of(model) is not None else model
+        inner = inner if inner is not None else self.peft_model
+        super()._load_from_checkpoint(resume_from_checkpoint, inner)
         # the adapter loader put a P-tuning prompt's output where its input belongs: restore the real state
-        safe_checkpoint.load_trainable(model if model is not None else self.model, resume_from_checkpoint)
+        safe_checkpoint.load_trainable(inner, resume_from_checkpoint)
 
     def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
         if not self._simple_saving():

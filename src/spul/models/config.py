@@ -46,6 +46,9 @@ class DType(str, enum.Enum):
         return cls(str(dtype).removeprefix("torch."))
 
 
+QUANTIZATIONS = ("none", "4bit", "8bit")
+
+
 @dataclass
 class ModelConfig:
     """Which causal LM to load, how, and where."""
@@ -58,9 +61,15 @@ class ModelConfig:
     trust_remote_code: bool = False
     revision: str | None = None
     attn_implementation: str | None = None
+    # frozen base in 4-bit (NF4) or 8-bit through bitsandbytes, on CUDA only; the soft prompt stays bf16/fp32
+    quantization: str = "none"
 
     def __post_init__(self) -> None:
         self.dtype = DType(self.dtype)
+        if str(self.quantization).lower() not in QUANTIZATIONS:
+            raise ConfigError(f"model.quantization={self.quantization!r} is not one of {', '.join(QUANTIZATIONS)}",
+                              "use model.quantization=4bit, 8bit or none")
+        self.quantization = str(self.quantization).lower()
         if not self.name_or_path:
             raise ConfigError("model.name_or_path is empty", f"name a hub model id, a local folder, or {DEFAULT_MODEL}")
         if self.max_length < 16:

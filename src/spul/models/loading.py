@@ -143,6 +143,30 @@ def load_tokenizer(name_or_path: str, revision: str | None = None, trust_remote_
     return tokenizer
 
 
+def quantization_config_for(config: ModelConfig, device: torch.device):
+    """bitsandbytes settings for ``model.quantization`` (None for ``none``); refused off CUDA or without bitsandbytes.
+
+    4bit: NF4 with double quantisation, computing in bf16; 8bit: LLM.int8. Only the frozen base is quantised:
+    embeddings stay in the model dtype, so a soft prompt (fp32 master copy, fed in the embeddings' dtype) and
+    ECO's embedding corruption work as on an unquantised model.
+    """
+    if config.quantization == "none":
+        return None
+    if device.type != "cuda":
+        raise ConfigError(f"model.quantization={config.quantization} needs a CUDA GPU (bitsandbytes), but the model runs on {device.type}",
+                          "set model.quantization=none here, or run on a CUDA GPU")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise ConfigError(f"model.quantization={config.quantization} needs bitsandbytes", 'pip install "spul[qlora]" (bitsandbytes)') from None
+    from transformers import BitsAndBytesConfig
+
+    if config.quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=torch.bfloat16)
+
+
 def load_model(config: ModelConfig | str | None = None, quantization_config: Any = None):
     """Return ``(model, tokenizer)`` in eval mode, on the configured device and dtype."""
     if config is None or isinstance(config, str):
@@ -150,6 +174,8 @@ def load_model(config: ModelConfig | str | None = None, quantization_config: Any
     from transformers import AutoModelForCausalLM
 
     device = resolve_device(config.device)
+    if quantization_config is None:  # an explicit one (the familiarisation fine-tune's QLoRA) wins
+        quantization_config = quantization_config_for(config, device)
     dtype = config.dtype.resolve(device)
     path = resolve_model_path(config.name_or_path)
     tokenizer = load_tokenizer(config.name_or_path, config.revision, config.trust_remote_code)

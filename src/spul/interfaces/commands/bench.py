@@ -18,7 +18,7 @@ def cmd_bench(args) -> int:
 
     cfg = BenchConfig(
         model=args.model, dtype=args.dtype, device=args.device, attn_implementation=args.attn, data=args.data,
-        max_length=args.max_length, seq_len=args.seq_len, batch_size=args.batch_size, prompt_length=args.prompt_length,
+        max_length=args.max_length, seq_len=args.seq_len, min_seq_len=args.min_seq_len, batch_size=args.batch_size, prompt_length=args.prompt_length,
         steps=args.steps, warmup=args.warmup, train_variants=[v for v in args.train.split(",") if v],
         infer_variants=[v for v in args.infer.split(",") if v], infer_batch_size=args.infer_batch_size,
         infer_reps=args.infer_reps, peak_tflops=args.peak_tflops, cpu_time={"auto": None, "cpu": True, "wall": False}[args.clock],
@@ -69,6 +69,7 @@ def register(subparsers) -> None:
     p.add_argument("--data", default="generated:reviews", help="data source for real batches, or 'synthetic' (random ids of --seq-len)")
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--seq-len", type=int, default=256, help="synthetic batches: longest sequence")
+    p.add_argument("--min-seq-len", type=int, default=None, help="synthetic batches: shortest sequence (default --seq-len/2; = --seq-len for fixed length)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--prompt-length", type=int, default=30)
     p.add_argument("--steps", type=int, default=5)

@@ -1,4 +1,5 @@
-"""``spul experiment --config FILE [key=value ...]``: every cell of an experiment, cached and resumable."""
+"""``spul experiment --config FILE [--shard I/N] [--shared-only] [key=value ...]``: every cell of an experiment,
+cached and resumable; ``--shard`` computes one job's share (Slurm array jobs), a run without it merges."""
 
 from __future__ import annotations
 
@@ -6,10 +7,19 @@ from __future__ import annotations
 def cmd_experiment(args) -> int:
     from spul.configuration import load_config
     from spul.experiments import ExperimentConfig, run_experiment
+    from spul.experiments.runner import parse_shard
     from spul.interfaces.options import overrides_of, resolve_config_path
 
+    shard = parse_shard(args.shard) if args.shard else None
     cfg = load_config(ExperimentConfig, resolve_config_path(args.config), overrides_of(args))
-    outcome = run_experiment(cfg, progress=lambda msg: print(msg, flush=True))
+    outcome = run_experiment(cfg, progress=lambda msg: print(msg, flush=True), shard=shard, shared_only=args.shared_only)
+    if args.shared_only:
+        print(f"shared steps done in {outcome.output_dir}; {len(outcome.others)} cell(s) to run (e.g. with --shard I/N)")
+        return 0
+    if shard is not None:
+        print(f"shard {shard[0]}/{shard[1]}: {len(outcome.computed)} cell(s) computed, {len(outcome.skipped)} cached, "
+              f"{len(outcome.others)} left to the other shards; merge them into the report with the same command without --shard")
+        return 0
     print()
     print((outcome.output_dir / "results.md").read_text(encoding="utf-8"))
     print(f"{len(outcome.computed)} cell(s) computed, {len(outcome.skipped)} cached; results: {outcome.output_dir / 'results.md'}, "
@@ -23,4 +33,9 @@ def register(subparsers) -> None:
     help_text = "run an experiment grid (methods × settings × forget fractions) with per-cell caching"
     p = subparsers.add_parser("experiment", help=help_text, description=help_text)
     add_config_arguments(p)
+    p.add_argument("--shard", metavar="I/N", default=None,
+                   help="compute only shard I of N (0-based) of the cells and write no report; a later run without --shard "
+                        "merges every cell file into the report (Slurm: --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)")
+    p.add_argument("--shared-only", action="store_true",
+                   help="only the steps every cell shares (data, fine-tune): run once before an array of shards")
     p.set_defaults(func=cmd_experiment)

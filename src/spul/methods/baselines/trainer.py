@@ -81,10 +81,10 @@ class WeightTrainer(AnswerTrainer):
         which = torch.arange(labels.shape[0], device=labels.device).unsqueeze(1).expand_as(labels)[real]
         return per_row_mean(token_nll(logits, labels[real]), which, labels.shape[0])
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+    def batch_loss(self, model, inputs):
         parts = self.objective(self, model, inputs)
         self.record(total=parts.total, forget=parts.forget, retain=parts.retain, kl=parts.kl)
-        return (parts.total, {}) if return_outputs else parts.total
+        return parts.total, {}
 
 
 BaselineTrainer = WeightTrainer

@@ -24,11 +24,11 @@ class FinetuneTrainer(AnswerTrainer):
     frozen_trunk_in_eval_mode = False
     phase = "familiarise"
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+    def batch_loss(self, model, inputs):
         row_nll = self.answer_nll(model, inputs)
         loss = masked_mean(row_nll, inputs["attention_mask"].new_ones(row_nll.shape, dtype=bool))
         self.record(total=loss)
-        return (loss, {"row_nll": row_nll}) if return_outputs else loss
+        return loss, {"row_nll": row_nll}
 
 
 def _quantization_config(cfg: FinetuneConfig, device_type: str):

@@ -27,7 +27,7 @@ def train(job: TrainJob) -> Path:
     from spul import resume as resume_keys
     from spul.data.encoding import TaskEncoder
     from spul.methods.distributed import is_main_process
-    from spul.methods.sharding import shard_frozen_base, sharding_requested
+    from spul.methods.sharding import accelerate_shards, engine_name, full_weights, shard_frozen_base, sharding_requested
     from spul.methods.spul.trainer import SpulTrainer
     from spul.methods.training import AnswerCollator, AnswerDataset, build_examples
     from spul.models.loading import DType, load_model, resolve_device, weights_fingerprint
@@ -36,11 +36,11 @@ def train(job: TrainJob) -> Path:
     ucfg: SpulConfig = job.config
     data, base = job.data, job.base
     device = resolve_device(job.model.device)
-    shard = sharding_requested(ucfg.shard_frozen_weights)
+    shard = sharding_requested(ucfg.shard_frozen_weights, device.type)
     model_cfg = job.model
-    if shard:  # load on the CPU in the device's dtype; each process moves only its shard to the device
+    if shard or accelerate_shards(device.type):  # load on the CPU in the device's dtype; each process moves only its shard to the device
         model_cfg = type(model_cfg)(**{**to_dict(model_cfg), "dtype": DType.of(model_cfg.dtype.resolve(device)), "device": "cpu"})
-    if job.model_and_tokenizer is not None and not shard:
+    if job.model_and_tokenizer is not None and not (shard or accelerate_shards(device.type)):
         model, tokenizer = job.model_and_tokenizer
     else:
         model, tokenizer = load_model(model_cfg)
@@ -80,13 +80,15 @@ def train(job: TrainJob) -> Path:
         "trainable_parameters": count_trainable(peft_model),
         "training": {"seconds": round(seconds, 1), "steps": trainer.state.global_step, "resumed_from": last,
                      "final_loss": round(float(result.training_loss), 5), "sharding": sharding,
+                     "engine": engine_name(trainer.model_wrapped),
                      "complete": trainer.state.global_step >= trainer.state.max_steps},
         "resume_key": resume_keys.resume_key(inputs),
     }
     try:
-        if not trainer.is_world_process_zero():  # under DDP the main process writes the artifact
-            return Path(job.artifact_dir)
-        return save_artifact(peft_model, job.artifact_dir, meta)
+        with full_weights(trainer.model_wrapped):  # every process takes part in gathering a sharded prompt
+            if not trainer.is_world_process_zero():  # the main process writes the artifact
+                return Path(job.artifact_dir)
+            return save_artifact(peft_model, job.artifact_dir, meta)
     finally:
         _forget_wrapper(model)
 

@@ -26,7 +26,7 @@ class SpulTrainer(AnswerTrainer):
         return (bool(getattr(self.args, "shared_prompt_kv", True)) and not checkpointing_enabled(unwrap(model))
                 and not is_sharded(model))
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+    def batch_loss(self, model, inputs):
         batch = inputs["input_ids"].shape[0]
         embed_dtype = model.get_input_embeddings().weight.dtype
         prompt = prompt_vectors(model, 1 if self._share_prompt(model) else batch, embed_dtype)
@@ -43,4 +43,4 @@ class SpulTrainer(AnswerTrainer):
             row_kl = per_row_mean(token_kl, rows[retain_tokens], batch)
         parts = spul_loss(row_nll, inputs["is_forget"], row_kl, self.args.alpha, self.args.beta)
         self.record(total=parts.total, forget=parts.forget, retain=parts.retain, kl=parts.kl)
-        return (parts.total, {"row_nll": row_nll}) if return_outputs else parts.total
+        return parts.total, {"row_nll": row_nll}
