@@ -28,6 +28,7 @@ ROOM = {
     "data": "data", "models": "models", "artifacts": "models", "testing": "models", "interventions": "interventions",
     "methods": "methods", "evaluation": "evaluation", "pipeline": "pipeline", "experiments": "pipeline", "bench": "pipeline",
     "interfaces": "interfaces", "serving": "interfaces",
+    "run_config_generation": "methods", "pipeline_generation": "pipeline",
 }
 
 
