@@ -93,7 +93,10 @@ def train_reference(cfg: GenerationRunConfig, data: GenerationData, name: str, r
 
 
 def unlearn(cfg: GenerationRunConfig, data: GenerationData, base: str, resume: bool = True, model_and_tokenizer=None) -> Path:
-    """SPUL on generative examples against the frozen familiarised model; the artifact in ``OUTPUT/artifact``."""
+    """The configured method on generative examples against the familiarised model: SPUL's artifact in
+    ``OUTPUT/artifact``; a weight method's merged model in ``OUTPUT/unlearned/model`` (stamped like the references)."""
+    if cfg.method != "spul":
+        return unlearn_weights(cfg, data, base, model_and_tokenizer)
     from spul import resume as resume_keys
     from spul.artifacts import base_model_record
     from spul.methods.generation.train import train_spul_generative
@@ -113,6 +116,35 @@ def unlearn(cfg: GenerationRunConfig, data: GenerationData, base: str, resume: b
             "data": {"source": data.source, "sizes": data.sizes(), "fingerprints": data.fingerprints()}}
     return train_spul_generative(_model_config(cfg, base), examples, cfg.unlearn, cfg.out / "artifact", cfg.out / "unlearn",
                                  inputs, meta, resume=resume, model_and_tokenizer=(model, tokenizer))
+
+
+def unlearn_weights(cfg: GenerationRunConfig, data: GenerationData, base: str, model_and_tokenizer=None) -> Path:
+    """GA / GA+KL / GA+GD / RL / NPO with LoRA on generative examples; reused when ``done.json``'s key matches."""
+    from spul import resume as resume_keys
+    from spul.methods.generation.train import train_weights_generative, weight_examples_plan
+    from spul.models.loading import load_model, weights_fingerprint
+
+    model, tokenizer = model_and_tokenizer or load_model(_model_config(cfg, base))
+    target, with_retain = weight_examples_plan(cfg.method, cfg.unlearn)
+    inputs = {"base_fingerprint": weights_fingerprint(model), "model": {k: v for k, v in to_dict(cfg.model).items() if k != "name_or_path"},
+              "task": to_dict(cfg.task), "max_answer_length": cfg.max_answer_length,
+              "data": {s: data.fingerprint(s) for s in ("forget", "retain")},
+              "unlearn": resume_keys.result_settings(to_dict(cfg.unlearn))}
+    folder = cfg.out / "unlearned"
+    key = resume_keys.resume_key(inputs)
+    stamp = folder / "done.json"
+    if stamp.is_file() and read_json(stamp).get("key") == key and (folder / "model").is_dir():
+        return folder / "model"
+    examples = build_generation_examples(data, encoder_for(cfg, tokenizer), forget_target=target, seed=cfg.unlearn.seed,
+                                         include_retain=with_retain)
+    started = time.time()
+    path, fingerprint = train_weights_generative(_model_config(cfg, base), cfg.method, examples, cfg.unlearn, folder)
+    write_json(stamp, {"key": key, "method": cfg.method, "path": str(path), "fingerprint": fingerprint, "examples": len(examples),
+                       "seconds": round(time.time() - started, 1)})
+    return path
+
+
+WEIGHT_NAMES = {"ga": "GA", "ga_kl": "GA+KL", "ga_gd": "GA+GD", "rl": "RL", "npo": "NPO"}
 
 
 def evaluation_config(cfg: GenerationRunConfig):
@@ -170,7 +202,13 @@ def evaluate(cfg: GenerationRunConfig, data: GenerationData, base: str, retain_o
     model, tokenizer = load_model(_model_config(cfg, base))
     fingerprint = weights_fingerprint(model)
     states.insert(0, ("Base (familiarized)", evaluate_state(cfg, data, model, tokenizer, fingerprint)))
-    if artifact is not None:
+    if artifact is not None and not (Path(artifact) / "spul.json").is_file():  # a weight method's merged model
+        done = read_json(Path(artifact).parent / "done.json")
+        unlearned, utok = load_model(_model_config(cfg, str(artifact)))
+        states.append((f"{WEIGHT_NAMES.get(done['method'], done['method'])} (LoRA)",
+                       evaluate_state(cfg, data, unlearned, utok, weights_fingerprint(unlearned))))
+        del unlearned
+    elif artifact is not None:
         iv = load_intervention(artifact, model, tokenizer=tokenizer, fingerprint=fingerprint, model_name=base)
         vectors = getattr(iv, "vectors", None)
         states.append((iv.name, evaluate_state(cfg, data, model, tokenizer, f"{fingerprint}:{iv.identity}", soft_prompt=vectors)))

@@ -19,7 +19,7 @@ from spul.methods.spul.config import SpulConfig
 from spul.models.config import ModelConfig
 
 # methods whose generative training is implemented (spul.methods.generation)
-GENERATIVE_METHODS = ("spul",)
+GENERATIVE_METHODS = ("spul", "ga", "ga_kl", "ga_gd", "rl", "npo")
 
 
 @dataclass

@@ -110,3 +110,61 @@ def train_spul_generative(model_cfg: ModelConfig, examples: list[EncodedExample]
         return save_artifact(peft_model, artifact_dir, record)
     finally:
         _forget_wrapper(model)
+
+
+# weight-changing methods whose objective runs unchanged on generative examples: name -> forget target, needs retain
+WEIGHT_METHODS = {"ga": ("true", False), "ga_kl": ("true", True), "ga_gd": ("true", True), "rl": ("refusal", False),
+                  "npo": ("true", None)}
+
+
+def weight_objective(name: str):
+    """The registered objective of a weight method (per-row answer NLLs over every answer token)."""
+    if name == "npo":
+        from spul.methods.npo import objective
+
+        return objective
+    from spul.methods.baselines.trainer import baseline_objective
+
+    return baseline_objective(name)
+
+
+def weight_examples_plan(name: str, cfg) -> tuple[str, bool]:
+    """``(forget_target, include_retain)`` of a weight method on generative data."""
+    if name not in WEIGHT_METHODS:
+        raise ConfigError(f"unlearn.method={name} has no generative training yet", f"use spul or one of: {', '.join(WEIGHT_METHODS)}")
+    target, retain = WEIGHT_METHODS[name]
+    return target, (cfg.retain_weight > 0) if retain is None else retain
+
+
+def train_weights_generative(model_cfg: ModelConfig, name: str, examples: list[EncodedExample], cfg, output_dir: str | Path) -> tuple[Path, str]:
+    """Train a weight method (LoRA) on generative ``examples`` with its own objective; the adapter merged into
+    ``output_dir/model``. Returns the folder and the merged weights' fingerprint. The reference model of KL / NPO is
+    the same model with its adapter disabled."""
+    from transformers import TrainingArguments
+
+    from spul.io import atomic_dir
+    from spul.methods.baselines.config import Tuning
+    from spul.methods.baselines.trainer import WeightTrainer
+    from spul.methods.training import AnswerCollator, AnswerDataset
+    from spul.models.loading import load_model, resolve_device, weights_fingerprint
+    from spul.models.lora import add_lora
+
+    if cfg.tuning is not Tuning.LORA:
+        raise ConfigError(f"unlearn.tuning={cfg.tuning.value} on generation is not supported yet", "use unlearn.tuning=lora")
+    output_dir = Path(output_dir)
+    model, tokenizer = load_model(model_cfg)
+    model = add_lora(model, cfg, cfg.section)
+    device = resolve_device(model_cfg.device)
+    kwargs = cfg.trainer_kwargs(str(output_dir / "checkpoints"), device.type)
+    kwargs["save_strategy"] = "no"  # one short run, stamped by the caller
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    trainer = WeightTrainer(model=model, args=TrainingArguments(**kwargs), train_dataset=AnswerDataset(examples),
+                            data_collator=AnswerCollator(pad), objective=weight_objective(name), config=cfg)
+    trainer.train()
+    model.eval()
+    merged = model.merge_and_unload()
+    target = output_dir / "model"
+    with atomic_dir(target) as tmp:
+        merged.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    return target, weights_fingerprint(merged)
