@@ -29,6 +29,7 @@ ROOM = {
     "methods": "methods", "evaluation": "evaluation", "pipeline": "pipeline", "run_config": "pipeline", "experiments": "pipeline", "bench": "pipeline",
     "hub": "pipeline",
     "interfaces": "interfaces", "serving": "interfaces",
+    "run_config_generation": "methods", "pipeline_generation": "pipeline",
 }
 
 

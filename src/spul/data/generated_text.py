@@ -4,8 +4,8 @@ model cannot have seen them in pre-training.
 
 ``authors``: fictitious writers, each with the same set of attributes (birth year, city, parents' trades,
 genre, an award, a first book, …) asked as questions. Every question comes with its answer, a paraphrased
-answer (same fact, other words) and perturbed answers (the same sentence with another author's value: wrong
-but plausible), which is what TOFU's probability, truth-ratio and forget-quality metrics need. Forget = a
+answer (same fact, other words) and perturbed answers (the paraphrased sentence with another author's value:
+wrong but plausible), which is what TOFU's probability, truth-ratio and forget-quality metrics need. Forget = a
 fraction (``forget10`` = 10 %) or a named set of authors; forget sets are nested like TOFU's
 (forget01 ⊂ forget05 ⊂ forget10 for one seed). A small ``world_facts`` set (easy general knowledge, with
 wrong alternatives) serves as TOFU's world-facts utility set.
@@ -174,7 +174,9 @@ def generate_authors(seed: int = 0, num_authors: int = 20, forget: str | float |
                 "question": question.format(name=name),
                 "answer": answer.format(name=name, v=value),
                 "paraphrased_answer": para.format(name=name, v=value),
-                "perturbed_answer": [answer.format(name=name, v=w) for w in picks],
+                # perturbed = the *paraphrase* with a wrong value (as TOFU's): it differs from the trained answer's
+                # wording exactly as the paraphrase does, so the truth ratio compares facts, not templates
+                "perturbed_answer": [para.format(name=name, v=w) for w in picks],
             })
     world = []
     for question, answer, distractors in WORLD_FACTS:

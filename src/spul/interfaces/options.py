@@ -106,7 +106,11 @@ def overrides_of(args) -> list[str]:
 
 def load_run_config(args):
     """The ``RunConfig`` of a subcommand: defaults ← file ← flags and overrides."""
-    from spul.configuration import load_config
+    from spul.configuration import deep_merge, from_dict, load_yaml, parse_overrides
     from spul.run_config import RunConfig
+    from spul.run_config_generation import GenerationRunConfig, is_generation_config
 
-    return load_config(RunConfig, resolve_config_path(args.config), overrides_of(args))
+    path = resolve_config_path(args.config)
+    values = deep_merge(load_yaml(path) if path else {}, parse_overrides(overrides_of(args)))
+    # task.kind qa / completion: the generative run's config (spul.pipeline_generation)
+    return from_dict(GenerationRunConfig if is_generation_config(values) else RunConfig, values)

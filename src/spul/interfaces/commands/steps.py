@@ -50,11 +50,25 @@ def cmd_run(args) -> int:
     cfg = load_run_config(args)
     start_run_log(cfg, args.command)
     started = time.time()
+    if _is_generative(cfg):
+        from spul import pipeline_generation
+
+        rows = pipeline_generation.run(cfg, resume=not args.no_resume)
+        print()
+        print(pipeline_generation.summary(rows))
+        print(f"\nwall time {time.time() - started:.0f} s; report: {cfg.out / 'report' / 'results.md'}")
+        return 0
     results = run(cfg, resume=not args.no_resume)
     print()
     print(summary(results))
     print(f"\nwall time {time.time() - started:.0f} s; full report (with F1): {cfg.out / 'report' / 'results.md'}")
     return 0
+
+
+def _is_generative(cfg) -> bool:
+    from spul.run_config_generation import GenerationRunConfig
+
+    return isinstance(cfg, GenerationRunConfig)
 
 
 def bundled_configs() -> list[tuple[str, str]]:
