@@ -59,8 +59,14 @@ def train(job: TrainJob) -> Path:
     sharding = shard_frozen_base(peft_model, args.device) if shard else None  # args.device initialises torch.distributed
     if sharding:
         log.info("frozen weights sharded over %(processes)d processes: %(frozen_parameters_here)d of %(frozen_parameters)d here", sharding)
-    trainer = SpulTrainer(model=peft_model, args=args, train_dataset=AnswerDataset(examples), data_collator=AnswerCollator(tokenizer.pad_token_id),
-                          callbacks=job.callbacks)
+    dataset, callbacks = AnswerDataset(examples), list(job.callbacks or [])
+    if ucfg.augment.enabled:  # robust training: forget and retain rows rewritten by the attack suite's training pools
+        from spul.methods.augmentation import AugmentedDataset, AugmentEpochCallback
+
+        dataset = AugmentedDataset(examples, data, encoder, ucfg.augment, seed=ucfg.seed)
+        callbacks.append(AugmentEpochCallback(dataset))
+    trainer = SpulTrainer(model=peft_model, args=args, train_dataset=dataset, data_collator=AnswerCollator(tokenizer.pad_token_id),
+                          callbacks=callbacks or job.callbacks)
     resuming = resume_keys.prepare_checkpoints(checkpoints, inputs, job.resume, "unlearn") if is_main_process() else job.resume
     last = get_last_checkpoint(str(checkpoints)) if resuming and checkpoints.is_dir() else None
     started = time.time()
