@@ -16,7 +16,7 @@ class SpulConfig(TrainConfig):
 
     method: str = field(default="spul", metadata={"help": "the registered method these settings are for"})
     prompt_length: int = field(default=30, metadata={"help": "soft prompt tokens p (the paper: 10-50)"})
-    prompt_encoder: PromptEncoder = field(default=PromptEncoder.P_TUNING, metadata={"help": "p_tuning (an MLP reparameterisation, as the authors' code) or prompt_tuning (plain vectors)"})
+    prompt_encoder: PromptEncoder = field(default=PromptEncoder.P_TUNING, metadata={"help": "p_tuning (an MLP reparameterisation, as the authors' code), prompt_tuning (plain vectors) or prefix_tuning (a deep prompt: keys/values at every layer, PEFT prefix tuning / P-tuning v2)"})
     encoder_hidden_size: int = field(default=128, metadata={"help": "hidden size of the P-tuning MLP"})
     prompt_init: PromptInit = field(default=PromptInit.VOCAB, metadata={"help": "initialisation of the prompt: vocab (sampled token embeddings), text or random"})
     prompt_init_text: str | None = field(default=None, metadata={"help": "text whose embeddings initialise the prompt (prompt_init=text)"})
