@@ -9,6 +9,7 @@ _EXPORTS = {
     **{n: "spul.interventions.base" for n in ("Gated", "Intervention", "RowHook", "SoftPrompt", "as_provider", "prompt_batch")},
     **{n: "spul.interventions.corruption" for n in ("Corruption", "EmbeddingCorruption", "EmbeddingGuard")},
     "CorruptionConfig": "spul.interventions.corruption_config",
+    "DeepPrompt": "spul.interventions.deep_prompt",
     **{n: "spul.interventions.weights" for n in ("LoraDelta", "WeightSwap")},
 }
 __all__ = sorted(_EXPORTS)

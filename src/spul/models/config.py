@@ -81,6 +81,7 @@ class ModelConfig:
 class PromptEncoder(str, enum.Enum):
     PROMPT_TUNING = "prompt_tuning"
     P_TUNING = "p_tuning"
+    PREFIX_TUNING = "prefix_tuning"  # deep prompt: per-layer keys/values (PEFT prefix tuning / P-tuning v2)
 
 
 class PromptInit(str, enum.Enum):

@@ -46,6 +46,13 @@ def add_soft_prompt(model, encoder: PromptEncoder, num_virtual_tokens: int, init
     """Wrap ``model`` in a PEFT prompt-learning model; only the prompt's parameters require grad."""
     from peft import get_peft_model
 
+    if PromptEncoder(encoder) is PromptEncoder.PREFIX_TUNING:  # a deep prompt: keys/values per layer (models/deep_prompt.py)
+        from spul.models.deep_prompt import add_prefix_prompt
+
+        vectors = None if PromptInit(init) is PromptInit.RANDOM else initial_vectors(model, num_virtual_tokens, PromptInit(init), tokenizer, init_text, seed)
+        source = getattr(model, "_spul_source", None)
+        return add_prefix_prompt(model, num_virtual_tokens, vectors, seed=seed, base_model_name=str(source or model.config._name_or_path))
+
     # PEFT's adapter_config.json names the base for plain PEFT users: an absolute folder (a packaged model's
     # cache, a familiarised model or LoRA folder) or a hub id, never a path relative to the current folder
     source = getattr(model, "_spul_source", None)

@@ -22,6 +22,7 @@ from spul.errors import ConfigError
 from spul.evaluation.attacks.membership import SCORES, membership_aucs
 from spul.evaluation.attacks.paraphrase import VARIANTS, variant_task
 from spul.evaluation.attacks.relearn import accuracy, relearn_steps
+from spul.evaluation.attacks.suite import FAMILIES, run_suite, suite_markdown
 from spul.io import write_json, write_text
 
 LIMIT_NOTE = (
@@ -45,7 +46,11 @@ class AuditConfig:
     relearn_max_steps: int = field(default=20, metadata={"help": "most relearning steps"})
     relearn_learning_rate: float = field(default=1e-4, metadata={"help": "learning rate of the relearning attack"})
     relearn_target: float = field(default=0.9, metadata={"help": "relearned when forget accuracy reaches this fraction of the base model's"})
-    seed: int = field(default=0, metadata={"help": "seed of the row subsample and the relearning"})
+    seed: int = field(default=0, metadata={"help": "seed of the row subsample, the relearning and the attack suite's pools"})
+    families: list[str] = field(default_factory=lambda: list(FAMILIES), metadata={"help": "attack-suite families scored on their held-out pools (empty: skip the suite)"})
+    entities: list[str] | None = field(default=None, metadata={"help": "entity names the entity family rewrites (default: the SST-2 recipe's names)"})
+    membership: bool = field(default=True, metadata={"help": "run the membership-inference attack"})
+    relearn: bool = field(default=True, metadata={"help": "run the relearning attack"})
 
     def __post_init__(self) -> None:
         if self.limit < 2:
@@ -57,6 +62,11 @@ class AuditConfig:
         bad = [v for v in self.variants if v not in VARIANTS]
         if bad:
             raise ConfigError(f"audit.variants has unknown variant {bad[0]!r}", f"use some of: {', '.join(VARIANTS)}")
+        if isinstance(self.families, str):
+            self.families = [f for f in self.families.split(",") if f]
+        bad = [f for f in self.families if f not in FAMILIES]
+        if bad:
+            raise ConfigError(f"audit.families has unknown family {bad[0]!r}", f"use some of: {', '.join(FAMILIES)}")
         if self.relearn_samples < 1 or self.relearn_max_steps < 0 or self.relearn_learning_rate <= 0:
             raise ConfigError("audit.relearn_samples/relearn_max_steps/relearn_learning_rate are invalid", "use positive values")
         if not 0 < self.relearn_target <= 1:
@@ -109,9 +119,10 @@ def run_audit(run_cfg, artifact: str | Path, cfg: AuditConfig | None = None, dat
                               "sizes": data.sizes(), "config": to_dict(cfg)}
 
     # 1. membership inference: train_forget (members) vs test_forget (non-members)
-    members, nonmembers = _rows(data, Split.TRAIN_FORGET), _rows(data, Split.TEST_FORGET)
-    mia = {s.name: membership_aucs(s.model, encoder, members, nonmembers, s.intervention, cfg.min_k, cfg.batch_size) for s in (before, after)}
-    report["membership_auc"] = {score: {"without_unlearning": mia[before.name][score], "with_unlearning": mia[after.name][score]} for score in SCORES}
+    if cfg.membership:
+        members, nonmembers = _rows(data, Split.TRAIN_FORGET), _rows(data, Split.TEST_FORGET)
+        mia = {s.name: membership_aucs(s.model, encoder, members, nonmembers, s.intervention, cfg.min_k, cfg.batch_size) for s in (before, after)}
+        report["membership_auc"] = {score: {"without_unlearning": mia[before.name][score], "with_unlearning": mia[after.name][score]} for score in SCORES}
 
     # 2. re-phrased queries
     variants: dict[str, Any] = {}
@@ -127,6 +138,15 @@ def run_audit(run_cfg, artifact: str | Path, cfg: AuditConfig | None = None, dat
         variants[name] = entry
     report["paraphrase_accuracy"] = variants
 
+    # 2b. the attack suite: each family's held-out pool on the test splits, against the no-attack row
+    if cfg.families:
+        from spul.data.attacks import default_entities
+
+        report["attack_suite"] = run_suite(
+            [("without_unlearning", before.model, before.intervention), ("with_unlearning", after.model, after.intervention)],
+            {s.value: _rows(data, s) for s in (Split.TEST_FORGET, Split.TEST_RETAIN)}, task_cfg, tokenizer, run_cfg.model.max_length,
+            list(cfg.families), cfg.entities if cfg.entities is not None else default_entities(), cfg.seed, cfg.batch_size)
+
     # 3. relearning
     forget_texts, forget_labels = _rows(data, Split.TRAIN_FORGET)
     probe = _rows(data, Split.TEST_FORGET)
@@ -134,7 +154,9 @@ def run_audit(run_cfg, artifact: str | Path, cfg: AuditConfig | None = None, dat
     unlearned_forget = accuracy(after.model, encoder, *probe, cfg.batch_size, after.intervention)
     relearn: dict[str, Any] = {"base_forget_accuracy": base_forget, "unlearned_forget_accuracy": unlearned_forget,
                                "weights_changed": weights_changed}
-    if weights_changed:
+    if not cfg.relearn:
+        relearn["skipped"] = True
+    elif weights_changed:
         n = min(cfg.relearn_samples, len(forget_texts))
         relearn["fine_tuning"] = relearn_steps(after.model, encoder, (forget_texts[:n], forget_labels[:n]), probe,
                                                cfg.relearn_target * base_forget, cfg.relearn_max_steps,
@@ -160,17 +182,23 @@ def audit_markdown(r: dict[str, Any]) -> str:
     lines = [f"# Audit of `{r['artifact']}` ({r['method']})", "", f"Base model: `{r['base_model']}`; rows per split: {r['sizes']}.", "",
              "## Membership inference (ROC AUC, members = train_forget, non-members = test_forget; 0.5 = undetectable)", "",
              "| score | without unlearning | with unlearning |", "|---|---|---|"]
-    for score, v in r["membership_auc"].items():
+    for score, v in r.get("membership_auc", {}).items():
         lines.append(f"| {score} | {_f(v['without_unlearning'])} | {_f(v['with_unlearning'])} |")
+    if "membership_auc" not in r:
+        lines.append("| (skipped: audit.membership=false) | | |")
     lines += ["", "## Re-phrased queries (accuracy; forget splits should stay low with unlearning)", "",
               "| variant | " + " | ".join(f"{s.value} w/o" for s in REPORTED_SPLITS) + " | " + " | ".join(f"{s.value} with" for s in REPORTED_SPLITS) + " |",
               "|---|" + "---|" * (2 * len(REPORTED_SPLITS))]
     for name, v in r["paraphrase_accuracy"].items():
         cells = [_f(v["without_unlearning"][s.value]) for s in REPORTED_SPLITS] + [_f(v["with_unlearning"][s.value]) for s in REPORTED_SPLITS]
         lines.append(f"| {name} ({v['description']}) | " + " | ".join(cells) + " |")
+    if r.get("attack_suite"):
+        lines += ["", "## Attack suite (accuracy %, held-out pools; forget should stay low, retain high)", "", *suite_markdown(r["attack_suite"])]
     rl = r["relearning"]
     lines += ["", "## Relearning", "", f"Test-forget accuracy: base {_f(rl['base_forget_accuracy'])}, unlearned {_f(rl['unlearned_forget_accuracy'])}.", ""]
-    if "fine_tuning" in rl:
+    if rl.get("skipped"):
+        lines.append("Relearning attack skipped (audit.relearn=false).")
+    elif "fine_tuning" in rl:
         ft = rl["fine_tuning"]
         steps = ft["steps_to_target"] if ft["steps_to_target"] is not None else f"not within {ft['max_steps']}"
         lines.append(f"Fine-tuning the unlearned weights on {ft['samples']} forget rows (lr {ft['learning_rate']}): "

@@ -59,8 +59,14 @@ def train(job: TrainJob) -> Path:
     sharding = shard_frozen_base(peft_model, args.device) if shard else None  # args.device initialises torch.distributed
     if sharding:
         log.info("frozen weights sharded over %(processes)d processes: %(frozen_parameters_here)d of %(frozen_parameters)d here", sharding)
-    trainer = SpulTrainer(model=peft_model, args=args, train_dataset=AnswerDataset(examples), data_collator=AnswerCollator(tokenizer.pad_token_id),
-                          callbacks=job.callbacks)
+    dataset, callbacks = AnswerDataset(examples), list(job.callbacks or [])
+    if ucfg.augment.enabled:  # robust training: forget and retain rows rewritten by the attack suite's training pools
+        from spul.methods.augmentation import AugmentedDataset, AugmentEpochCallback
+
+        dataset = AugmentedDataset(examples, data, encoder, ucfg.augment, seed=ucfg.seed)
+        callbacks.append(AugmentEpochCallback(dataset))
+    trainer = SpulTrainer(model=peft_model, args=args, train_dataset=dataset, data_collator=AnswerCollator(tokenizer.pad_token_id),
+                          callbacks=callbacks or job.callbacks)
     resuming = resume_keys.prepare_checkpoints(checkpoints, inputs, job.resume, "unlearn") if is_main_process() else job.resume
     last = get_last_checkpoint(str(checkpoints)) if resuming and checkpoints.is_dir() else None
     started = time.time()
@@ -144,11 +150,38 @@ def artifact_vectors(model, folder: str | Path) -> torch.Tensor:
 
 
 def load(folder: Path, model, *, tokenizer=None, meta: dict[str, Any], name: str) -> SoftPrompt:
+    if meta.get("hyperparameters", {}).get("prompt_encoder") == "prefix_tuning":
+        from spul.interventions.deep_prompt import DeepPrompt
+
+        return DeepPrompt(name, artifact_layers(model, folder), **common_info(folder, meta))
     return SoftPrompt(name, artifact_vectors(model, folder), **common_info(folder, meta))
 
 
+def artifact_layers(model, folder: str | Path):
+    """A deep-prompt artifact's per-layer prefix keys/values in the model dtype."""
+    from peft import PeftModel
+
+    from spul.models.deep_prompt import frozen_layers, is_prefix_tuning
+
+    try:
+        wrapped = PeftModel.from_pretrained(model, str(folder), is_trainable=False)
+        if not is_prefix_tuning(wrapped):
+            raise ValueError("adapter is not a prefix-tuning adapter")
+        layers = frozen_layers(wrapped, model)
+        _forget_wrapper(model)
+        del wrapped
+    except Exception as err:  # noqa: BLE001 - any failure to read the adapter refuses it
+        raise ArtifactError(f"artifact {str(folder)!r} could not be loaded ({str(err).splitlines()[0][:150] if str(err) else type(err).__name__})",
+                            "re-create it with spul unlearn") from None
+    if not all(torch.isfinite(k).all() and torch.isfinite(v).all() for k, v in layers):
+        raise ArtifactError(f"artifact {str(folder)!r} contains NaN or infinite values", "re-train it (the training diverged)")
+    return layers
+
+
 def display(meta: dict[str, Any]) -> str:
-    return f"SPUL (p={meta.get('hyperparameters', {}).get('prompt_length', '?')})"
+    hp = meta.get("hyperparameters", {})
+    deep = ", deep" if hp.get("prompt_encoder") == "prefix_tuning" else ""
+    return f"SPUL (p={hp.get('prompt_length', '?')}{deep})"
 
 
 register_method("spul", SpulConfig, train, load, display, "soft prompt prepended to a frozen model (SPUL)")

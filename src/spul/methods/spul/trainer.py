@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from spul.methods.losses import kl_base_to_prompted, per_row_mean, spul_loss
+from spul.methods.losses import answer_positions, kl_base_to_prompted, per_row_mean, spul_loss, token_nll
 from spul.methods.sharding import is_sharded
 from spul.methods.training import AnswerTrainer
 from spul.models.checkpointing import checkpointing_enabled
 from spul.models.forward import hidden_states, lm_logits, unwrap
+from spul.models.deep_prompt import is_prefix_tuning, prefix_layers
+from spul.models.prefix_cache import hidden_after_prefix
 from spul.models.soft_prompt import prompt_vectors
 
 
@@ -26,11 +28,24 @@ class SpulTrainer(AnswerTrainer):
         return (bool(getattr(self.args, "shared_prompt_kv", True)) and not checkpointing_enabled(unwrap(model))
                 and not is_sharded(model))
 
+    def deep_answer_nll(self, model, inputs):
+        """``answer_nll`` for a deep prompt: every row attends to the per-layer prefix keys/values (with gradient)."""
+        if model.training:
+            unwrap(model).eval()
+        dtype = unwrap(model).get_input_embeddings().weight.dtype
+        hidden = hidden_after_prefix(model, prefix_layers(model, dtype), inputs["input_ids"], inputs["attention_mask"])
+        h, targets, rows = answer_positions(hidden, inputs["labels"])
+        logits = lm_logits(model, h)
+        return per_row_mean(token_nll(logits, targets), rows, inputs["labels"].shape[0]), logits, rows
+
     def batch_loss(self, model, inputs):
         batch = inputs["input_ids"].shape[0]
-        embed_dtype = model.get_input_embeddings().weight.dtype
-        prompt = prompt_vectors(model, 1 if self._share_prompt(model) else batch, embed_dtype)
-        row_nll, logits, rows = self.answer_nll(model, inputs, prompt, with_hidden=True)
+        if is_prefix_tuning(model):
+            row_nll, logits, rows = self.deep_answer_nll(model, inputs)
+        else:
+            embed_dtype = model.get_input_embeddings().weight.dtype
+            prompt = prompt_vectors(model, 1 if self._share_prompt(model) else batch, embed_dtype)
+            row_nll, logits, rows = self.answer_nll(model, inputs, prompt, with_hidden=True)
         retain = ~inputs["is_forget"]
         row_kl = None
         if self.args.beta > 0 and bool(retain.any()):

@@ -1,0 +1,30 @@
+"""``DeepPrompt``: per-layer prefix keys/values (PEFT prefix tuning) attended to by every row of every forward."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator
+
+from spul.interventions.base import Intervention, RowHook
+from spul.models.deep_prompt import deep_prefix_applied
+from spul.models.prefix_cache import KeyValues
+
+
+class DeepPrompt(Intervention):
+    """A deep soft prompt (SPUL with ``prompt_encoder: prefix_tuning``). While applied, a pre-hook on the decoder
+    puts ``layers`` in front of every forward that starts without a cache (evaluation, the audit); it has no
+    input-embedding ``vectors``, so the vLLM export and the embedding-prompt serving path refuse it."""
+
+    kind = "spul_deep"
+
+    def __init__(self, name: str, layers: KeyValues, **kwargs: Any):
+        super().__init__(name, **kwargs)
+        self.layers = layers
+
+    @contextlib.contextmanager
+    def applied(self, model, texts: list[str], prompts: list[list[int]]) -> Iterator[RowHook | None]:
+        with deep_prefix_applied(model, self.layers):
+            yield None
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "prompt_length": int(self.layers[0][0].shape[-2]), "layers": len(self.layers)}
