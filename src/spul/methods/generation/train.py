@@ -22,6 +22,21 @@ from spul.models.config import ModelConfig
 log = logging.getLogger(__name__)
 
 
+
+def save_merged(model, tokenizer, output_dir: Path) -> tuple[Path, str]:
+    """Merge the trained LoRA into the weights and save model + tokenizer to ``output_dir/model``; returns the
+    folder and the merged weights' fingerprint."""
+    from spul.io import atomic_dir
+    from spul.models.loading import weights_fingerprint
+
+    model.eval()
+    merged = model.merge_and_unload()
+    target = output_dir / "model"
+    with atomic_dir(target) as tmp:
+        merged.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    return target, weights_fingerprint(merged)
+
 def finetune_generative(model_cfg: ModelConfig, examples: list[EncodedExample], cfg: FinetuneConfig, output_dir: str | Path,
                         resume: bool = True) -> tuple[Path, str]:
     """LoRA fine-tune on ``examples`` (true answers), merged into ``output_dir/model`` (a plain model folder);
@@ -29,10 +44,9 @@ def finetune_generative(model_cfg: ModelConfig, examples: list[EncodedExample], 
     from transformers import TrainingArguments
     from transformers.trainer_utils import get_last_checkpoint
 
-    from spul.io import atomic_dir
     from spul.methods.finetune.trainer import FinetuneTrainer
     from spul.methods.training import AnswerCollator, AnswerDataset
-    from spul.models.loading import load_model, resolve_device, weights_fingerprint
+    from spul.models.loading import load_model, resolve_device
     from spul.models.lora import add_lora
 
     if not examples:
@@ -47,13 +61,7 @@ def finetune_generative(model_cfg: ModelConfig, examples: list[EncodedExample], 
     checkpoints = output_dir / "checkpoints"
     last = get_last_checkpoint(str(checkpoints)) if resume and checkpoints.is_dir() else None
     trainer.train(resume_from_checkpoint=last)
-    model.eval()
-    merged = model.merge_and_unload()
-    target = output_dir / "model"
-    with atomic_dir(target) as tmp:
-        merged.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-    return target, weights_fingerprint(merged)
+    return save_merged(model, tokenizer, output_dir)
 
 
 def train_spul_generative(model_cfg: ModelConfig, examples: list[EncodedExample], ucfg: SpulConfig, artifact_dir: str | Path,
@@ -142,11 +150,10 @@ def train_weights_generative(model_cfg: ModelConfig, name: str, examples: list[E
     the same model with its adapter disabled."""
     from transformers import TrainingArguments
 
-    from spul.io import atomic_dir
     from spul.methods.baselines.config import Tuning
     from spul.methods.baselines.trainer import WeightTrainer
     from spul.methods.training import AnswerCollator, AnswerDataset
-    from spul.models.loading import load_model, resolve_device, weights_fingerprint
+    from spul.models.loading import load_model, resolve_device
     from spul.models.lora import add_lora
 
     if cfg.tuning is not Tuning.LORA:
@@ -161,10 +168,4 @@ def train_weights_generative(model_cfg: ModelConfig, name: str, examples: list[E
     trainer = WeightTrainer(model=model, args=TrainingArguments(**kwargs), train_dataset=AnswerDataset(examples),
                             data_collator=AnswerCollator(pad), objective=weight_objective(name), config=cfg)
     trainer.train()
-    model.eval()
-    merged = model.merge_and_unload()
-    target = output_dir / "model"
-    with atomic_dir(target) as tmp:
-        merged.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-    return target, weights_fingerprint(merged)
+    return save_merged(model, tokenizer, output_dir)
