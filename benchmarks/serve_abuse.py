@@ -27,22 +27,16 @@ import os
 import platform
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
+from _serve import start_server
 import numpy as np
 
 KEY = "bench-abuse-key-0001"
 TEXTS = ["the acting was great", "a dull and boring movie", "I loved every minute", "the plot made no sense"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rss_mb(pid: int) -> float:
@@ -56,22 +50,8 @@ def rss_mb(pid: int) -> float:
 def spawn(model: str, max_length: int, header_timeout: float) -> tuple[subprocess.Popen, str]:
     keys = Path(tempfile.mkdtemp()) / "keys.yaml"
     keys.write_text(f"keys:\n  {KEY}: base\n")
-    port = free_port()
-    cmd = [sys.executable, "-m", "spul.interfaces.cli", "serve", "--model", model, "--keys", str(keys), "--port", str(port),
-           "--dtype", "float32", "--device", "cpu", "--max-length", str(max_length), "--header-timeout", str(header_timeout)]
-    proc = subprocess.Popen(cmd, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"}, stdout=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited with {proc.returncode}")
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    proc.terminate()
-    raise SystemExit("server did not start within 300 s")
+    return start_server(["--model", model, "--keys", str(keys), "--dtype", "float32", "--device", "cpu", "--max-length", str(max_length),
+                         "--header-timeout", str(header_timeout)], quiet=True)
 
 
 async def legitimate(url: str, n: int, concurrency: int) -> list[tuple[int, float]]:

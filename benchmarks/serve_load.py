@@ -17,15 +17,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
+from _serve import start_server
 import numpy as np
 
 
@@ -59,33 +57,14 @@ def report(results: list[tuple[int, float]], wall: float) -> dict:
     return out
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def spawn(args) -> tuple[subprocess.Popen, str, str]:
     key = "bench-key-0001"
     policy = args.artifact[0].split("=", 1)[0] if args.artifact else "base"
     keys = Path(tempfile.mkdtemp()) / "keys.yaml"
     keys.write_text(f"keys:\n  {key}: {policy}\n")
-    port = free_port()
-    cmd = [sys.executable, "-m", "spul.interfaces.cli", "serve", "--model", args.model, "--keys", str(keys), "--port", str(port),
-           "--dtype", args.dtype, "--max-length", str(args.max_length), *[f"--artifact={a}" for a in args.artifact], *args.serve_arg]
-    proc = subprocess.Popen(cmd, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited with {proc.returncode}")
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                return proc, url, key
-        except httpx.HTTPError:
-            time.sleep(0.5)
-    proc.terminate()
-    raise SystemExit("server did not start within 300 s")
+    proc, url = start_server(["--model", args.model, "--keys", str(keys), "--dtype", args.dtype, "--max-length", str(args.max_length),
+                              *[f"--artifact={a}" for a in args.artifact], *args.serve_arg])
+    return proc, url, key
 
 
 def main() -> None:
