@@ -10,15 +10,13 @@ audit report and the experiment table describe the same models. Reports land in
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 
 def main() -> None:
-    from spul.configuration import from_dict
     from spul.errors import SpulError
     from spul.evaluation.attacks import AuditConfig, run_audit
-    from spul.experiments import ExperimentConfig
+    from spul.experiments.runner import load_finished
     from spul.io import write_text
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -27,16 +25,15 @@ def main() -> None:
     p.add_argument("--limit", type=int, default=40, help="rows per split")
     args = p.parse_args()
     root = Path(args.experiment_dir)
-    results_path = root / "results.json"
-    if not results_path.is_file():
-        raise SystemExit(f"error: {results_path} is missing; run `spul experiment` for that experiment first")
-    results = json.loads(results_path.read_text())
-    exp = from_dict(ExperimentConfig, results["config"])
+    try:
+        results, exp = load_finished(root)
+    except SpulError as err:
+        raise SystemExit(f"error: {err}") from None
     run_cfg = exp.run_config(str(root / "shared"))
     spul_cell = next(c for c in results["cells"] if c["kind"] == "spul")
     base_cells = [c for c in results["cells"] if c["method"] == args.baseline and c.get("selected")]
     if not base_cells:
-        raise SystemExit(f"error: no selected cell of method {args.baseline!r} in {results_path}; name one of the experiment's baselines")
+        raise SystemExit(f"error: no selected cell of method {args.baseline!r} in {root / 'results.json'}; name one of the experiment's baselines")
     acfg = AuditConfig(limit=args.limit, batch_size=16, relearn_samples=8, relearn_max_steps=8, relearn_learning_rate=5e-4)
     summary = [f"# Audit of {exp.name}\n"]
     for cell in (spul_cell, base_cells[0]):

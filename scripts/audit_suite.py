@@ -9,17 +9,15 @@ the summary table of all cells: <experiment>/audit_suite/summary.md. Accuracies 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 
 def main() -> None:
-    from spul.configuration import from_dict
     from spul.data.attacks import FAMILIES
     from spul.errors import SpulError
     from spul.evaluation.attacks import AuditConfig, run_audit
-    from spul.experiments import ExperimentConfig
+    from spul.experiments.runner import load_finished
     from spul.io import write_json, write_text
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -29,11 +27,10 @@ def main() -> None:
     p.add_argument("--kinds", default="spul,eco", help="cell kinds to audit")
     args = p.parse_args()
     root = Path(args.experiment_dir)
-    results_path = root / "results.json"
-    if not results_path.is_file():
-        raise SystemExit(f"error: {results_path} is missing; run `spul experiment` for that experiment first")
-    results = json.loads(results_path.read_text())
-    exp = from_dict(ExperimentConfig, results["config"])
+    try:
+        results, exp = load_finished(root)
+    except SpulError as err:
+        raise SystemExit(f"error: {err}") from None
     run_cfg = exp.run_config(str(root / "shared"))
     kinds = set(args.kinds.split(","))
     cells = [c for c in results["cells"] if c["kind"] in kinds and c.get("info", {}).get("artifact")]

@@ -351,3 +351,15 @@ def cells_csv(cells: list[dict[str, Any]]) -> str:
 def run_experiment(cfg: ExperimentConfig, progress: Callable[[str], None] | None = None,
                    shard: tuple[int, int] | None = None, shared_only: bool = False) -> ExperimentOutcome:
     return ExperimentRunner(cfg, progress).run(shard, shared_only)
+
+
+def load_finished(folder: str | Path) -> tuple[dict[str, Any], ExperimentConfig]:
+    """The ``results.json`` of a finished experiment in ``folder`` and the config it ran with (scripts that
+    audit or re-score its cells start here; ``config.run_config(folder / "shared")`` is its shared run)."""
+    from spul.configuration import from_dict
+
+    path = Path(folder) / "results.json"
+    if not path.is_file():
+        raise ConfigError(f"{str(path)!r} is missing", "run `spul experiment` for that experiment first")
+    results = read_json(path)
+    return results, from_dict(ExperimentConfig, results["config"])
