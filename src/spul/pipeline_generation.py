@@ -3,7 +3,8 @@
     output_dir/data/manifest.json      set sizes + content fingerprints
     output_dir/familiarized/model      LoRA fine-tune on forget + retain, merged (done.json: its input key)
     output_dir/retain_only/model       the same fine-tune on retain only: the "never saw it" reference
-    output_dir/artifact                the method's artifact (a soft prompt for SPUL)
+    output_dir/artifact                the method's artifact: SPUL's soft prompt, a LoRA adapter (weight methods)
+                                       or ECO's classifier + σ, each with spul.json (servable, loadable)
     output_dir/report/                 results.md (TOFU-style table), results.json, fq_vs_utility.png
 
 Every step is keyed by its inputs (model, task, fine-tune settings, data fingerprints): a re-run reuses a
@@ -93,10 +94,12 @@ def train_reference(cfg: GenerationRunConfig, data: GenerationData, name: str, r
 
 
 def unlearn(cfg: GenerationRunConfig, data: GenerationData, base: str, resume: bool = True, model_and_tokenizer=None) -> Path:
-    """The configured method on generative examples against the familiarised model: SPUL's artifact in
-    ``OUTPUT/artifact``; a weight method's merged model in ``OUTPUT/unlearned/model`` (stamped like the references)."""
+    """The configured method on generative examples against the familiarised model; its artifact (a soft prompt,
+    a LoRA adapter or ECO's classifier + σ, each with ``spul.json``) in ``OUTPUT/artifact``."""
+    if cfg.method == "eco":
+        return unlearn_eco(cfg, data, base, resume, model_and_tokenizer)
     if cfg.method != "spul":
-        return unlearn_weights(cfg, data, base, model_and_tokenizer)
+        return unlearn_weights(cfg, data, base, resume, model_and_tokenizer)
     from spul import resume as resume_keys
     from spul.artifacts import base_model_record
     from spul.methods.generation.train import train_spul_generative
@@ -118,33 +121,52 @@ def unlearn(cfg: GenerationRunConfig, data: GenerationData, base: str, resume: b
                                  inputs, meta, resume=resume, model_and_tokenizer=(model, tokenizer))
 
 
-def unlearn_weights(cfg: GenerationRunConfig, data: GenerationData, base: str, model_and_tokenizer=None) -> Path:
-    """GA / GA+KL / GA+GD / RL / NPO with LoRA on generative examples; reused when ``done.json``'s key matches."""
+def _method_inputs(cfg: GenerationRunConfig, data: GenerationData, fingerprint: str) -> dict[str, Any]:
+    """What decides a method's artifact (its resume key)."""
     from spul import resume as resume_keys
-    from spul.methods.generation.train import train_weights_generative, weight_examples_plan
+
+    return {"base_fingerprint": fingerprint, "model": {k: v for k, v in to_dict(cfg.model).items() if k != "name_or_path"},
+            "task": to_dict(cfg.task), "max_answer_length": cfg.max_answer_length,
+            "data": {s: data.fingerprint(s) for s in ("forget", "retain")},
+            "unlearn": resume_keys.result_settings(to_dict(cfg.unlearn))}
+
+
+def _artifact_meta(cfg: GenerationRunConfig, data: GenerationData, base: str, tokenizer) -> dict[str, Any]:
+    from spul.artifacts import base_model_record
+
+    return {**base_model_record(base, cfg.model.name_or_path, cfg.out / "familiarized"),
+            "tokenizer": getattr(tokenizer, "name_or_path", ""), "generation_task": to_dict(cfg.task),
+            "max_length": cfg.model.max_length, "max_answer_length": cfg.max_answer_length,
+            "data": {"source": data.source, "sizes": data.sizes(), "fingerprints": data.fingerprints()}}
+
+
+def unlearn_weights(cfg: GenerationRunConfig, data: GenerationData, base: str, resume: bool = True, model_and_tokenizer=None) -> Path:
+    """GA / GA+KL / GA+GD / RL / NPO / SimNPO / IDK-DPO / RMU with LoRA on generative examples → a LoRA artifact in
+    ``OUTPUT/artifact`` (loaded as a ``LoraDelta``), reused when its inputs are unchanged."""
+    from spul.methods.generation.weights import train_weights_generative
     from spul.models.loading import load_model, weights_fingerprint
 
     model, tokenizer = model_and_tokenizer or load_model(_model_config(cfg, base))
-    target, with_retain = weight_examples_plan(cfg.method, cfg.unlearn)
-    inputs = {"base_fingerprint": weights_fingerprint(model), "model": {k: v for k, v in to_dict(cfg.model).items() if k != "name_or_path"},
-              "task": to_dict(cfg.task), "max_answer_length": cfg.max_answer_length,
-              "data": {s: data.fingerprint(s) for s in ("forget", "retain")},
-              "unlearn": resume_keys.result_settings(to_dict(cfg.unlearn))}
-    folder = cfg.out / "unlearned"
-    key = resume_keys.resume_key(inputs)
-    stamp = folder / "done.json"
-    if stamp.is_file() and read_json(stamp).get("key") == key and (folder / "model").is_dir():
-        return folder / "model"
-    examples = build_generation_examples(data, encoder_for(cfg, tokenizer), forget_target=target, seed=cfg.unlearn.seed,
-                                         include_retain=with_retain)
-    started = time.time()
-    path, fingerprint = train_weights_generative(_model_config(cfg, base), cfg.method, examples, cfg.unlearn, folder)
-    write_json(stamp, {"key": key, "method": cfg.method, "path": str(path), "fingerprint": fingerprint, "examples": len(examples),
-                       "seconds": round(time.time() - started, 1)})
-    return path
+    inputs = _method_inputs(cfg, data, weights_fingerprint(model))
+    return train_weights_generative(_model_config(cfg, base), cfg.method, data, lambda tok: encoder_for(cfg, tok), cfg.unlearn,
+                                    cfg.out / "artifact", inputs, _artifact_meta(cfg, data, base, tokenizer), resume=resume,
+                                    model_and_tokenizer=(model, tokenizer))
 
 
-WEIGHT_NAMES = {"ga": "GA", "ga_kl": "GA+KL", "ga_gd": "GA+GD", "rl": "RL", "npo": "NPO"}
+def unlearn_eco(cfg: GenerationRunConfig, data: GenerationData, base: str, resume: bool = True, model_and_tokenizer=None) -> Path:
+    """ECO: classifier on forget vs retain questions, σ toward the retain-only model (``OUTPUT/retain_only``)."""
+    from spul.methods.generation.eco import train_eco_generative
+    from spul.models.loading import load_model, weights_fingerprint
+
+    model, tokenizer = model_and_tokenizer or load_model(_model_config(cfg, base))
+    inputs = _method_inputs(cfg, data, weights_fingerprint(model))
+    reference = None
+    stamp = cfg.out / "retain_only" / "done.json"
+    if stamp.is_file():
+        inputs["retain_only"] = read_json(stamp).get("key")
+        reference, _ = load_model(_model_config(cfg, str(cfg.out / "retain_only" / "model")))
+    return train_eco_generative(model, tokenizer, encoder_for(cfg, tokenizer), data, cfg.unlearn, reference, cfg.out / "artifact",
+                                inputs, _artifact_meta(cfg, data, base, tokenizer), resume=resume)
 
 
 def evaluation_config(cfg: GenerationRunConfig):
@@ -156,14 +178,15 @@ def evaluation_config(cfg: GenerationRunConfig):
                                 max_length=cfg.model.max_length, max_answer_length=cfg.max_answer_length)
 
 
-def evaluate_state(cfg: GenerationRunConfig, data: GenerationData, model, tokenizer, identity: str, soft_prompt=None) -> dict[str, dict[str, list]]:
+def evaluate_state(cfg: GenerationRunConfig, data: GenerationData, model, tokenizer, identity: str, soft_prompt=None,
+                   intervention=None) -> dict[str, dict[str, list]]:
     """Per-example records of every evaluated set for one model state (cached under ``OUTPUT/cache/eval``)."""
     from spul.evaluation.generation_metrics import evaluate_qa_set
 
     encoder = encoder_for(cfg, tokenizer)
     ecfg = evaluation_config(cfg)
     return {name: evaluate_qa_set(model, encoder, data, name, identity=identity, cfg=ecfg, soft_prompt=soft_prompt,
-                                  cache_dir=cfg.out / "cache" / "eval")
+                                  cache_dir=cfg.out / "cache" / "eval", intervention=intervention)
             for name in cfg.evaluation.sets if name in data}
 
 
@@ -202,16 +225,9 @@ def evaluate(cfg: GenerationRunConfig, data: GenerationData, base: str, retain_o
     model, tokenizer = load_model(_model_config(cfg, base))
     fingerprint = weights_fingerprint(model)
     states.insert(0, ("Base (familiarized)", evaluate_state(cfg, data, model, tokenizer, fingerprint)))
-    if artifact is not None and not (Path(artifact) / "spul.json").is_file():  # a weight method's merged model
-        done = read_json(Path(artifact).parent / "done.json")
-        unlearned, utok = load_model(_model_config(cfg, str(artifact)))
-        states.append((f"{WEIGHT_NAMES.get(done['method'], done['method'])} (LoRA)",
-                       evaluate_state(cfg, data, unlearned, utok, weights_fingerprint(unlearned))))
-        del unlearned
-    elif artifact is not None:
+    if artifact is not None:  # any method's artifact, applied to the frozen base as its intervention
         iv = load_intervention(artifact, model, tokenizer=tokenizer, fingerprint=fingerprint, model_name=base)
-        vectors = getattr(iv, "vectors", None)
-        states.append((iv.name, evaluate_state(cfg, data, model, tokenizer, f"{fingerprint}:{iv.identity}", soft_prompt=vectors)))
+        states.append((iv.name, evaluate_state(cfg, data, model, tokenizer, f"{fingerprint}:{iv.identity}", intervention=iv)))
     rows = []
     for name, records in states:
         summary = tofu_summary(records, reference_forget)

@@ -18,8 +18,8 @@ from spul.methods.registry import method_config, method_of
 from spul.methods.spul.config import SpulConfig
 from spul.models.config import ModelConfig
 
-# methods whose generative training is implemented (spul.methods.generation)
-GENERATIVE_METHODS = ("spul", "ga", "ga_kl", "ga_gd", "rl", "npo")
+# methods whose generative training is implemented (spul.methods.generation): every registered method
+GENERATIVE_METHODS = ("spul", "eco", "ga", "ga_kl", "ga_gd", "rl", "npo", "simnpo", "idk_dpo", "rmu")
 
 
 @dataclass

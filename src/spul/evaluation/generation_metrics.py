@@ -171,11 +171,13 @@ def unique_token_ratio(ids: Sequence[int]) -> float:
 
 @torch.inference_mode()
 def example_token_nlls(model, examples: list[EncodedExample], pad_id: int, batch_size: int = 16,
-                       soft_prompt: torch.Tensor | None = None, with_min_k: bool = False) -> list[np.ndarray] | tuple[list[np.ndarray], list[np.ndarray]]:
+                       soft_prompt: torch.Tensor | None = None, with_min_k: bool = False,
+                       row_hook=None) -> list[np.ndarray] | tuple[list[np.ndarray], list[np.ndarray]]:
     """Per-token NLL of every target token of each example (in order), left-padded batches bucketed by length.
 
     With ``with_min_k`` also each token's Min-K%++ score. ``soft_prompt`` (``[p, d]`` or ``[1, p, d]``) is put in
-    front of every row, as ``forward.hidden_states`` does.
+    front of every row, as ``forward.hidden_states`` does. ``row_hook(rows)`` is called before each batch with its
+    rows' indices into ``examples`` (an applied intervention's hook, see ``spul.interventions.base``).
     """
     device = next(model.parameters()).device
     nll_out: list[np.ndarray] = [np.zeros(0)] * len(examples)
@@ -187,6 +189,8 @@ def example_token_nlls(model, examples: list[EncodedExample], pad_id: int, batch
         ids = torch.tensor(batch.input_ids, device=device)
         mask = torch.tensor(batch.attention_mask, device=device)
         labels = torch.tensor(batch.labels, device=device)
+        if row_hook is not None:
+            row_hook(np.asarray(rows))
         prompt = None
         if soft_prompt is not None:
             sp = soft_prompt.unsqueeze(0) if soft_prompt.dim() == 2 else soft_prompt
@@ -291,17 +295,40 @@ def _encoder_key(encoder: GenerationEncoder) -> str:
                        "max_length": encoder.max_length, "max_answer": encoder.max_answer_length, "eos": encoder.append_eos})
 
 
+def under_intervention(intervention, model, texts: list[str], prompts: list[list[int]], fn):
+    """``fn(row_hook)`` with ``intervention`` (``spul.interventions.Intervention`` or None) applied to the rows
+    ``texts`` / ``prompts`` (their token ids): ``row_hook(rows)`` goes to ``generate_ids`` / ``example_token_nlls``
+    so a gate (ECO's classifier) and an embedding corruption see which rows each batch holds."""
+    if intervention is None:
+        return fn(None)
+    with intervention.applied(model, list(texts), [list(p) for p in prompts]) as hook:
+        if hook is None:
+            return fn(None)
+
+        def row_hook(rows):
+            mask = hook(np.asarray(rows))
+            if mask is not None and intervention.vectors is not None and not bool(np.all(mask)):
+                raise ConfigError(f"{intervention.name!r} is a gated soft prompt, which the generative evaluation does not apply per row",
+                                  "evaluate the soft prompt on its own, or ECO (a gated corruption)")
+
+        return fn(row_hook)
+
+
 def evaluate_qa_set(model, encoder: GenerationEncoder, data: GenerationData, name: str, *, identity: str,
                     cfg: GenerationEvalConfig | None = None, soft_prompt: torch.Tensor | None = None,
-                    cache_dir: str | Path | None = None) -> dict[str, list]:
+                    cache_dir: str | Path | None = None, intervention=None) -> dict[str, list]:
     """Per example of set ``name``: the greedy ``generation``, its ``rouge_l_recall`` against the answer, the
     answer's length-normalised ``probability``, and, where the set has paraphrased / perturbed answers,
     ``truth_ratio`` and ``true_vs_perturbed`` (TOFU's probability for the utility sets: P(true) over P(true) +
     Σ P(perturbed), each length-normalised).
 
     ``identity`` names the model (+ artifact) state, e.g. its weights fingerprint; it keys the cache.
+    ``intervention`` (an artifact loaded with ``spul.methods.registry.load_intervention``: LoRA delta, ECO, soft
+    prompt) is applied to every generation and scoring pass; its soft prompt, if any, replaces ``soft_prompt``.
     """
     cfg = cfg or GenerationEvalConfig()
+    if intervention is not None and intervention.vectors is not None:
+        soft_prompt = intervention.vectors
     if encoder.task.kind is not TaskKind.QA:
         raise ConfigError("evaluate_qa_set needs a qa task", "build the encoder with GenerationTaskConfig(kind='qa')")
     df = data[name]
@@ -311,12 +338,18 @@ def evaluate_qa_set(model, encoder: GenerationEncoder, data: GenerationData, nam
     key = [identity, data.fingerprint(name), _encoder_key(encoder), json.dumps(asdict(cfg.decoding)), "qa-v2",
            str(cfg.geometric_truth_ratio), str(truth)]
 
+    def nlls(values: list[str], targets: list[str]) -> list[np.ndarray]:
+        examples = encoder.encode(values, targets)
+        return under_intervention(intervention, model, values, [e.prompt_ids for e in examples],
+                                  lambda hook: example_token_nlls(model, examples, encoder.pad_id, cfg.batch_size, soft_prompt, row_hook=hook))
+
     def compute() -> dict[str, list]:
         prompts = [encoder.encode_prompt(q) for q in questions]
-        ids = generate_ids(model, prompts, pad_id=encoder.pad_id, eos_id=encoder.tokenizer.eos_token_id,
-                           decoding=cfg.decoding, soft_prompt=soft_prompt)
+        ids = under_intervention(intervention, model, questions, prompts, lambda hook: generate_ids(
+            model, prompts, pad_id=encoder.pad_id, eos_id=encoder.tokenizer.eos_token_id, decoding=cfg.decoding,
+            soft_prompt=soft_prompt, row_hook=hook))
         texts = [encoder.decode(row) for row in ids]
-        gold = answer_nlls(model, encoder, questions, answers, cfg.batch_size, soft_prompt)
+        gold = nlls(questions, answers)
         records: dict[str, list] = {
             "generation": texts,
             "rouge_l_recall": [rouge_l_recall(t, a) for t, a in zip(texts, answers)],
@@ -328,11 +361,11 @@ def evaluate_qa_set(model, encoder: GenerationEncoder, data: GenerationData, nam
             records["fact_recall"] = [fact_recall(t, str(f)) for t, f in zip(texts, df["fact"])]
         if truth:
             para_col = df["paraphrased_answer"].astype(str).tolist()
-            para = answer_nlls(model, encoder, questions, para_col, cfg.batch_size, soft_prompt)
+            para = nlls(questions, para_col)
             perturbed = data.perturbed(name)
             flat_q = [q for q, ps in zip(questions, perturbed) for _ in ps]
             flat_a = [p for ps in perturbed for p in ps]
-            flat = answer_nlls(model, encoder, flat_q, flat_a, cfg.batch_size, soft_prompt)
+            flat = nlls(flat_q, flat_a)
             means, pos = [], 0
             for ps in perturbed:
                 means.append([float(n.mean()) for n in flat[pos : pos + len(ps)]])

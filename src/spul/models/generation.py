@@ -62,8 +62,11 @@ def _strip(row: list[int], eos_id: int | None, pad_id: int) -> list[int]:
 
 @torch.inference_mode()
 def generate_ids(model, prompts: list[list[int]], *, pad_id: int, eos_id: int | None, decoding: DecodingConfig | None = None,
-                 soft_prompt: torch.Tensor | None = None) -> list[list[int]]:
+                 soft_prompt: torch.Tensor | None = None, row_hook=None) -> list[list[int]]:
     """The new token ids (at most ``max_new_tokens``, EOS and padding removed) after each prompt, in input order.
+
+    ``row_hook(rows)`` (optional) is called before each batch with the indices (into ``prompts``) of its rows, e.g.
+    so an intervention's embedding hook knows which rows the coming prefill holds (``spul.interventions``).
 
     With sampling, the draw is seeded by ``decoding.seed`` and the batch number, so a run is repeatable for the
     same inputs and batch size and leaves the caller's random state untouched.
@@ -83,6 +86,8 @@ def generate_ids(model, prompts: list[list[int]], *, pad_id: int, eos_id: int | 
     for b, start in enumerate(range(0, len(order), decoding.batch_size)):
         rows = order[start : start + decoding.batch_size]
         ids, mask = pad_left([prompts[i] for i in rows], pad_id, device)
+        if row_hook is not None:
+            row_hook(rows)
         with seeded(decoding.seed * 1_000_003 + b):
             if soft_prompt is None:
                 new = base.generate(input_ids=ids, attention_mask=mask, generation_config=gen_config)[:, ids.shape[1]:]
