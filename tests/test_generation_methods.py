@@ -230,6 +230,15 @@ def test_lora_artifact_in_the_generative_report(tmp_path, tiny_model_dir):
 # ECO on generation
 
 
+def test_eco_on_generation_without_the_retain_only_model_is_a_clear_error(tmp_path, tiny_model_dir):
+    from spul import pipeline_generation as pg
+    from spul.errors import ConfigError
+
+    cfg = _config(tmp_path, tiny_model_dir, retain_only=False, unlearn={"method": "eco", "search": {"steps": 1}})
+    with pytest.raises(ConfigError, match="retain-only"):
+        pg.unlearn(cfg, pg.prepare(cfg), str(tiny_model_dir))
+
+
 def test_eco_on_generation_searches_sigma_toward_the_retain_only_model(tmp_path, tiny_model_dir):
     """Classifier on forget vs retain questions; σ by the zeroth-order search toward the retain-only model's forget
     answer probability; the artifact loads as Gated(EmbeddingCorruption) and, inside ``model.generate``, changes the
@@ -258,6 +267,9 @@ def test_eco_on_generation_searches_sigma_toward_the_retain_only_model(tmp_path,
     assert meta["corruption"]["sigma"] == pytest.approx(best["sigma"])
     assert best["objective"] == pytest.approx(abs(best["probability"] - meta["search"]["retain_only_value"]))
     assert best["objective"] <= abs(meta["search"]["uncorrupted_value"] - meta["search"]["retain_only_value"]) + 1e-9
+    mtime = (artifact / "spul.json").stat().st_mtime_ns
+    assert pg.unlearn(cfg, data, str(tiny_model_dir), model_and_tokenizer=(model, tok)) == artifact  # same inputs: reused
+    assert (artifact / "spul.json").stat().st_mtime_ns == mtime
     iv = load_intervention(artifact, model, tokenizer=tok)
     assert isinstance(iv, Gated) and iv.kind == "eco"
     # a strong corruption makes the effect visible: flagged rows change, the others generate exactly as before

@@ -164,7 +164,9 @@ def unlearn_eco(cfg: GenerationRunConfig, data: GenerationData, base: str, resum
     stamp = cfg.out / "retain_only" / "done.json"
     if stamp.is_file():
         inputs["retain_only"] = read_json(stamp).get("key")
-        reference, _ = load_model(_model_config(cfg, str(cfg.out / "retain_only" / "model")))
+
+        def reference():  # loaded only when the σ search runs (not when the artifact is up to date)
+            return load_model(_model_config(cfg, str(cfg.out / "retain_only" / "model")))[0]
     return train_eco_generative(model, tokenizer, encoder_for(cfg, tokenizer), data, cfg.unlearn, reference, cfg.out / "artifact",
                                 inputs, _artifact_meta(cfg, data, base, tokenizer), resume=resume)
 

@@ -70,8 +70,9 @@ def corrupted_probability(model, examples: list[EncodedExample], pad_id: int, co
 def train_eco_generative(model, tokenizer, encoder: GenerationEncoder, data, ecfg, reference_model, artifact_dir: str | Path,
                          inputs: dict[str, Any], meta: dict[str, Any], *, resume: bool = True, embedder: Any = None) -> Path:
     """Classifier on forget vs retain questions, σ toward the retain-only ``reference_model``'s forget answer
-    probability, artifact in ``artifact_dir`` (reused when ``inputs`` are unchanged). ``embedder`` (texts → vectors)
-    overrides the classifier's sentence encoder (tests)."""
+    probability, artifact in ``artifact_dir`` (reused when ``inputs`` are unchanged). ``reference_model`` may be a
+    model, a function that loads it (called only when the search runs) or None. ``embedder`` (texts → vectors)
+    overrides the classifier's sentence encoder."""
     from spul import resume as resume_keys
     from spul.artifacts import read_metadata, save_artifact
     from spul.interventions.corruption import USES_SIGMA
@@ -99,6 +100,8 @@ def train_eco_generative(model, tokenizer, encoder: GenerationEncoder, data, ecf
         if reference_model is None:
             raise ConfigError("ECO's σ search on generation needs the retain-only reference model",
                               "set retain_only: true, or eco.search.enabled=false with a fixed eco.corruption.sigma")
+        if not isinstance(reference_model, torch.nn.Module):
+            reference_model = reference_model()
         rows = data["forget"].sample(frac=1.0, random_state=ecfg.corruption.seed).head(ecfg.search.max_rows)
         examples = encoder.encode(rows["question"].astype(str).tolist(), rows["answer"].astype(str).tolist())
         target = float(answer_probabilities(reference_model, examples, encoder.pad_id, ecfg.search.batch_size).mean())
