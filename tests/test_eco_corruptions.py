@@ -77,7 +77,8 @@ def test_guard_hook_skips_unflagged_rows_padding_and_decode_steps_and_cleans_up(
         assert out[1].equal(clean[1])  # unflagged row
         assert (out[2] == 0).all()
         guard.set_batch([True, True, True])
-        step = emb(ids[:, -1:])  # a decode step: one token, never corrupted
+        assert (emb(ids[:, -1:]) == 0).all()  # the first forward is the prefill, corrupted even if one token long
+        step = emb(ids[:, -1:])  # a decode step after it: one token, never corrupted
         assert step.equal(clean[:, -1:])
         guard.set_batch([True])
         with pytest.raises(Exception, match="flags for 1 rows"):

@@ -291,3 +291,37 @@ def test_eco_on_generation_searches_sigma_toward_the_retain_only_model(tmp_path,
             assert any(eco["generation"][i] != base["generation"][i] for i in np.flatnonzero(flags))
         else:
             assert flags.mean() < 0.5
+
+
+def test_eco_corruption_inside_generate_respects_left_padding(tiny_model):
+    """In a left-padded ``generate`` batch the guard corrupts exactly each flagged row's prompt tokens: with the
+    deterministic ``sign_flip`` corruption every row's generation equals its generation alone (no padding, so no
+    position can be mistaken), flagged rows change, unflagged rows stay the base model's. A one-token prompt alone
+    is a one-token prefill, still corrupted (only the decode steps after it are left alone)."""
+    from spul.evaluation.generation_metrics import under_intervention
+    from spul.interventions import Gated
+    from spul.interventions.corruption import Corruption, CorruptionConfig, EmbeddingCorruption, EmbeddingGuard
+    from spul.models.generation import DecodingConfig, generate_ids
+
+    model, tok = tiny_model
+
+    class Flags:  # a fixed decision per text, so that the test is about the corruption's positions only
+        def flags(self, texts):
+            return np.array(["great" in t for t in texts])
+
+    guard = EmbeddingGuard(Corruption(CorruptionConfig(name="sign_flip")), pad_token_id=tok.pad_token_id)
+    eco = Gated("eco", EmbeddingCorruption("eco", guard), Flags(), kind="eco")
+    texts = ["the acting was great", "a dull and boring movie that I hated", "great", "Alice Smith loved this film ."]
+    prompts = [tok(t).input_ids for t in texts]
+    assert len({len(p) for p in prompts}) == len(prompts)  # every row is padded differently
+    decoding = DecodingConfig(max_new_tokens=6, batch_size=8)
+
+    def run(rows, iv):
+        return under_intervention(iv, model, [texts[i] for i in rows], [prompts[i] for i in rows], lambda hook: generate_ids(
+            model, [prompts[i] for i in rows], pad_id=tok.pad_token_id, eos_id=tok.eos_token_id, decoding=decoding, row_hook=hook))
+
+    batch, base = run(range(4), eco), run(range(4), None)
+    alone = [run([i], eco)[0] for i in range(4)]
+    assert batch == alone
+    assert guard.calls >= 1
+    assert [batch[i] == base[i] for i in range(4)] == [False, True, False, True]

@@ -10,8 +10,9 @@ guard.attached(model): ...``), so hooks that other code registered on the same m
 forward the caller says which rows are flagged (``set_batch``). Padding is never corrupted: with left padding, a
 row's real tokens start at its first non-pad id (or where ``attention_mask`` says, when given). With
 ``prompt_lengths``, only the first that many real tokens are corrupted, so answer tokens appended for scoring
-stay clean. Prefill only: with ``prefill_only`` (default) a forward whose sequence length is 1 is left alone
-(during ``generate`` with a KV cache every decode step embeds exactly one new token).
+stay clean. Prefill only: with ``prefill_only`` (default) a forward whose sequence length is 1 is left alone once
+the batch has had a forward (during ``generate`` with a KV cache every decode step embeds exactly one new token);
+the first forward after ``set_batch`` is the prefill and is corrupted even when the prompt is one token long.
 """
 
 from __future__ import annotations
@@ -115,12 +116,14 @@ class EmbeddingGuard:
         self.prompt_lengths: torch.Tensor | None = None
         self.attention_mask: torch.Tensor | None = None
         self.calls = 0  # forwards that were corrupted (for tests and logs)
+        self._forwards = 0  # forwards since the last set_batch (the first one is the prefill)
 
     def set_batch(self, flags, prompt_lengths=None, attention_mask: torch.Tensor | None = None) -> None:
         """Flag rows ``[B]`` of the next forward(s); ``None`` anywhere means "not known / all real"."""
         self.rows = None if flags is None else torch.as_tensor(np.asarray(flags, dtype=bool))
         self.prompt_lengths = None if prompt_lengths is None else torch.as_tensor(np.asarray(prompt_lengths, dtype=np.int64))
         self.attention_mask = attention_mask
+        self._forwards = 0
 
     def clear(self) -> None:
         self.set_batch(None)
@@ -156,7 +159,8 @@ class EmbeddingGuard:
         if output.dim() != 3:
             return None
         B, T = output.shape[:2]
-        if self.prefill_only and T <= 1:
+        self._forwards += 1
+        if self.prefill_only and T <= 1 and self._forwards > 1:  # a decode step after the prefill
             return None
         if self.rows.shape[0] != B:
             raise ModelError(f"the ECO guard has flags for {self.rows.shape[0]} rows but the batch has {B}",
