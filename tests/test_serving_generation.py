@@ -12,6 +12,9 @@ from test_serving import ADMIN, KEY_A, KEY_B, KEY_BASE, Running
 
 openai = pytest.importorskip("openai")
 MAX_TOKENS = 8
+KEY_ECO = "key-eco-gen-0005"
+CHAT_TEMPLATE = ("{% for m in messages %}{{ m['role'] }} : {{ m['content'] }}\n{% endfor %}"
+                 "{% if add_generation_prompt %}assistant :{% endif %}")
 
 
 @pytest.fixture(scope="module")
@@ -34,10 +37,16 @@ def gen_server(tmp_path_factory):
     lora_cfg = _config(root / "lora", tiny_model_dir, unlearn={"method": "ga_gd", "learning_rate": 5e-2, "num_epochs": 4, "batch_size": 8,
                                                                "lora_r": 4, "progress_bar": False, "save_steps": 1000})
     lora_artifact = pg.unlearn(lora_cfg, pg.prepare(lora_cfg), str(tiny_model_dir))
+    # ECO with a fixed strong σ (no search, so no retain-only model needed): the classifier decides per request
+    eco_cfg = _config(root / "eco", tiny_model_dir, unlearn={"method": "eco", "search": {"enabled": False},
+                                                             "corruption": {"name": "noise", "sigma": 5.0, "dims": 0},
+                                                             "classifier": {"conformal": "none", "threshold": 0.5}})
+    eco_artifact = pg.unlearn(eco_cfg, pg.prepare(eco_cfg), str(tiny_model_dir))
     model, tok = load_model(ModelConfig(name_or_path=str(tiny_model_dir), dtype="float32", device="cpu"))
+    tok.chat_template = CHAT_TEMPLATE
     registry = Registry(model, tok, str(tiny_model_dir), max_length=64)
-    assert registry.load_startup({"spul": str(spul_artifact), "lora": str(lora_artifact)}) == []
-    keys = KeyTable(keys={KEY_A: "spul", KEY_B: "lora", KEY_BASE: "base"}, admin_keys=[ADMIN])
+    assert registry.load_startup({"spul": str(spul_artifact), "lora": str(lora_artifact), "eco": str(eco_artifact)}) == []
+    keys = KeyTable(keys={KEY_A: "spul", KEY_B: "lora", KEY_BASE: "base", KEY_ECO: "eco"}, admin_keys=[ADMIN])
     service = Service(registry, keys, ServeConfig(max_texts=8, max_chars=500, max_new_tokens=MAX_TOKENS, batch=BatchConfig(),
                                                   artifact_root=str(root)))
     encoder = pg.encoder_for(spul_cfg, tok)
@@ -47,6 +56,7 @@ def gen_server(tmp_path_factory):
     prompts = [p for p in (encoder.prompt_text(q) for q in data["forget"]["question"].tolist())
                if _direct(running, "spul", p) != _direct(running, "base", p) != _direct(running, "lora", p) != _direct(running, "spul", p)]
     assert len(prompts) >= 2
+    running.data = data
     yield running, prompts
     running.stop()
 
@@ -116,3 +126,24 @@ def test_streaming_a_generative_artifact(gen_server, key, name):
     assert "".join(c.choices[0].text for c in chunks if c.choices) == whole.choices[0].text
     assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
     assert len([c for c in chunks if c.choices and c.choices[0].text]) > 1  # token by token, not one block
+
+
+def test_eco_key_corrupts_flagged_questions_only(gen_server):
+    """Chat requests under the ECO key: the classifier (trained on forget vs retain questions) sees the user's
+    question; flagged questions get a corrupted prefill and another answer, unflagged ones the base model's answer."""
+    server, _ = gen_server
+    eco = server.service.registry.get("eco")
+    assert eco.kind == "eco"
+    questions = server.data["forget"]["question"].tolist() + server.data["retain"]["question"].tolist()[:6]
+    flags = eco.flags(questions)
+    assert flags[: len(server.data["forget"])].any() and not flags[len(server.data["forget"]):].all()
+
+    def chat(key, model, q):
+        return _client(server, key).chat.completions.create(model=model, messages=[{"role": "user", "content": q}], max_tokens=MAX_TOKENS,
+                                                            temperature=0).choices[0].message.content
+
+    changed = {bool(f): [] for f in flags}
+    for q, f in zip(questions, flags):
+        changed[bool(f)].append(chat(KEY_ECO, "eco", q) != chat(KEY_BASE, "base", q))
+    assert not any(changed.get(False, [])), "an unflagged question was changed"
+    assert any(changed[True]), "no flagged question was changed"
