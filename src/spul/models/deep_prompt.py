@@ -86,7 +86,8 @@ def deep_prefix_applied(model, layers: KeyValues) -> Iterator[None]:
     length = layers[0][0].shape[-2]
 
     def pre_hook(module, args, kwargs):
-        if args or kwargs.get("past_key_values") is not None:
+        # a forward with a cache (``cache`` in newer transformers, ``past_key_values`` before) continues from it
+        if args or kwargs.get("past_key_values") is not None or kwargs.get("cache") is not None:
             return None
         mask = kwargs.get("attention_mask")
         ids, embeds = kwargs.get("input_ids"), kwargs.get("inputs_embeds")

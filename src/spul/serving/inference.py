@@ -26,8 +26,9 @@ RowHook = Callable[[np.ndarray], None]
 
 
 def _run(model, ids: torch.Tensor, mask: torch.Tensor, vectors: torch.Tensor | None, prefix: PrefixCache | None):
-    """Hidden states of the request tokens ``[B, T, d]`` (prompt positions dropped)."""
-    if vectors is None or prefix is None:
+    """Hidden states of the request tokens ``[B, T, d]`` (prompt positions dropped). ``prefix`` alone (no
+    ``vectors``): a deep prompt's own per-layer keys/values (``DeepPrompt.prefix``)."""
+    if prefix is None:
         prompt = vectors.unsqueeze(0).expand(ids.shape[0], -1, -1) if vectors is not None else None
         hidden = hidden_states(model, ids, mask, prompt)
         return hidden[:, -ids.shape[1]:, :]
@@ -152,7 +153,7 @@ def generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: list[in
     """Continuations of a left-padded batch through ``model.generate``, each row cut at EOS or its own limit.
 
     The soft prompt enters as a key/value prefix: its cached keys/values (``prefix``, or computed here once
-    for the batch) are handed to ``generate`` as ``past_key_values`` in front of the request tokens, with
+    for the batch; a deep prompt's ``prefix`` alone, without ``vectors``, is its per-layer keys/values) are handed to ``generate`` as ``past_key_values`` in front of the request tokens, with
     placeholder ids at the prompt positions that ``generate`` never embeds (it only feeds the uncached tail).
     Positions count the prompt, as in training. ``row_hook`` (ECO) is called once with all rows before the
     prefill; its embedding hook leaves the one-token decode steps alone. Stop strings end a row early (``StopOnText``);
@@ -160,7 +161,7 @@ def generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: list[in
     """
     device = next(model.parameters()).device
     on = row_hook(np.arange(len(prompts))) if row_hook is not None else None
-    if vectors is not None and on is not None and not np.all(on):
+    if (vectors is not None or prefix is not None) and on is not None and not np.all(on):
         # a gated soft prompt: the rows it applies to and the others are generated as two groups
         on = np.asarray(on, dtype=bool)
         outputs: list[list[int]] = [[] for _ in prompts]
@@ -177,7 +178,7 @@ def generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: list[in
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     ids, mask = pad_left(prompts, pad, device)
     cache = None
-    if vectors is not None:
+    if vectors is not None or prefix is not None:  # a soft prompt's keys/values, or a deep prompt's own
         layers = prefix.layers if prefix is not None else prefix_key_values(model, vectors)
         p = layers[0][0].shape[-2]
         cache = expanded_cache(model, layers, len(prompts))
