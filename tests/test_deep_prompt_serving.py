@@ -131,3 +131,42 @@ def test_vllm_export_refuses_a_deep_prompt_with_the_reason(deep, tiny_model_dir,
         artifact_vectors(model, artifact, weights_fingerprint(model))
     with pytest.raises(ArtifactError, match="deep prompt.*input layer"):
         export_vllm(iv, {}, tmp_path / "out", tokenizer=tok)
+
+
+class _Mentions:
+    """A prompt classifier that flags texts containing a word (stands in for ECO's embedding classifier)."""
+
+    def __init__(self, word: str):
+        self.word = word
+
+    def flags(self, texts):
+        return np.array([self.word in t for t in texts])
+
+
+def test_gated_deep_prompt_applies_to_flagged_rows_only(deep, tiny_model_dir):
+    """``Gated(DeepPrompt, classifier)`` (SPUL gated by ECO's classifier): flagged rows get the deep prompt,
+    the others the base model, in evaluation and in the server's cached path alike."""
+    from spul.data.encoding import TaskEncoder
+    from spul.data.tasks import Task, TaskConfig, TaskKind
+    from spul.evaluation.evaluate import score_with
+    from spul.interventions import Gated
+    from spul.serving import inference
+
+    running, artifact = deep
+    model, tok, iv = _in_process(tiny_model_dir, artifact)
+    encoder = TaskEncoder(Task(iv.task_config or TaskConfig()), tok, 64)
+    gated = Gated("gated", iv, _Mentions("film"))
+    flags = gated.flags(TEXTS)
+    assert flags.any() and not flags.all()
+    both = score_with(model, encoder, TEXTS, gated, batch_size=8).loglik
+    deep_only = score_with(model, encoder, TEXTS, iv, batch_size=8).loglik
+    base = score_with(model, encoder, TEXTS, None, batch_size=8).loglik
+    np.testing.assert_allclose(both[flags], deep_only[flags], atol=1e-5)
+    np.testing.assert_allclose(both[~flags], base[~flags], atol=1e-5)
+    reg = running.service.registry
+    served_gate = Gated("gated", reg.get("deep"), _Mentions("film"))
+    enc = running.service.encoders.for_policy(served_gate, TaskKind.CLASSIFICATION)
+    prompts = enc.encode_prompts(TEXTS)
+    with served_gate.guard(reg.model, TEXTS, prompts) as hook:
+        served = inference.score(reg.model, enc, prompts, served_gate.vectors, served_gate.prefix, row_hook=hook)
+    np.testing.assert_allclose(served, both, atol=1e-5)

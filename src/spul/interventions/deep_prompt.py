@@ -5,6 +5,9 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Iterator
 
+import numpy as np
+import torch
+
 from spul.interventions.base import Intervention, RowHook
 from spul.models.deep_prompt import deep_prefix_applied
 from spul.models.prefix_cache import KeyValues
@@ -34,8 +37,16 @@ class DeepPrompt(Intervention):
 
     @contextlib.contextmanager
     def applied(self, model, texts: list[str], prompts: list[list[int]]) -> Iterator[RowHook | None]:
-        with deep_prefix_applied(model, self.layers):
-            yield None
+        state: dict[str, torch.Tensor | None] = {"rows": None}
+
+        def hook(rows, active=None):
+            # ``active`` (a gate's flags for these rows): only they get the prefix; None: every row
+            on = None if active is None else np.asarray(active, dtype=bool)
+            state["rows"] = None if on is None else torch.as_tensor(on)
+            return on
+
+        with deep_prefix_applied(model, self.layers, lambda: state["rows"]):
+            yield hook
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "prompt_length": int(self.layers[0][0].shape[-2]), "layers": len(self.layers)}

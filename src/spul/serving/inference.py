@@ -25,14 +25,16 @@ from spul.models.prefix_cache import PrefixCache, expanded_cache, prefix_key_val
 RowHook = Callable[[np.ndarray], None]
 
 
-def _run(model, ids: torch.Tensor, mask: torch.Tensor, vectors: torch.Tensor | None, prefix: PrefixCache | None):
+def _run(model, ids: torch.Tensor, mask: torch.Tensor, vectors: torch.Tensor | None, prefix: PrefixCache | None,
+         prompt_rows: torch.Tensor | None = None):
     """Hidden states of the request tokens ``[B, T, d]`` (prompt positions dropped). ``prefix`` alone (no
-    ``vectors``): a deep prompt's own per-layer keys/values (``DeepPrompt.prefix``)."""
+    ``vectors``): a deep prompt's own per-layer keys/values (``DeepPrompt.prefix``); ``prompt_rows`` the rows
+    that get it (a gated deep prompt)."""
     if prefix is None:
         prompt = vectors.unsqueeze(0).expand(ids.shape[0], -1, -1) if vectors is not None else None
         hidden = hidden_states(model, ids, mask, prompt)
         return hidden[:, -ids.shape[1]:, :]
-    out, _ = run_after_prefix(model, prefix.layers, ids, mask)
+    out, _ = run_after_prefix(model, prefix.layers, ids, mask, prompt_rows)
     return out.last_hidden_state
 
 
@@ -49,9 +51,12 @@ def score(model, encoder: TaskEncoder, prompts: list[list[int]], vectors: torch.
     """Log-likelihood ``[N, C]`` of every candidate answer, computed as ``score_prompts`` computes it.
 
     ``row_hook(rows)`` is called before each batch with the indices (into ``prompts``) of its rows, e.g. so an
-    ECO guard knows which rows of the coming forward pass are flagged; it runs the uncached path.
+    ECO guard knows which rows of the coming forward pass are flagged; it runs the uncached path, except for a
+    deep prompt (``prefix`` without ``vectors``), whose keys/values are the artifact itself: the hook's answer
+    says which rows attend to them.
     """
-    if prefix is None or row_hook is not None:
+    deep = vectors is None and prefix is not None
+    if prefix is None or (row_hook is not None and not deep):
         def provider(n, rows):
             mask = row_hook(np.asarray(rows)) if row_hook is not None else None
             if vectors is None:
@@ -68,13 +73,15 @@ def score(model, encoder: TaskEncoder, prompts: list[list[int]], vectors: torch.
         rows = order[start:start + batch_size]
         seqs = [prompts[i] for i in rows]
         ids, mask = pad_left(seqs, pad, device)
-        hidden = _run(model, ids, mask, vectors, prefix)
+        on = row_hook(np.asarray(rows)) if row_hook is not None else None
+        prompt_rows = None if on is None else torch.as_tensor(np.asarray(on, dtype=bool), device=device)
+        hidden = _run(model, ids, mask, vectors, prefix, prompt_rows)
         out[rows] = torch.log_softmax(lm_logits(model, hidden[:, -1, :]), dim=-1)[:, first_ids].double().cpu().numpy()
         for c, cand in enumerate(encoder.candidate_ids):
             if len(cand) == 1:
                 continue
             ids2, mask2 = pad_left([s + cand[:-1] for s in seqs], pad, device)
-            hidden2 = _run(model, ids2, mask2, vectors, prefix)
+            hidden2 = _run(model, ids2, mask2, vectors, prefix, prompt_rows)
             k = len(cand)
             logp = torch.log_softmax(lm_logits(model, hidden2[:, -k:, :].reshape(-1, hidden2.shape[-1])), dim=-1).view(len(rows), k, -1)
             target = torch.tensor(cand, device=device).view(1, k, 1).expand(len(rows), k, 1)
