@@ -83,11 +83,17 @@ def evaluate_interventions(out: str, model_dir: str) -> dict:
     shape = (1, c.num_key_value_heads, 3, c.hidden_size // c.num_attention_heads)
     layers = [(torch.randn(shape, generator=g), torch.randn(shape, generator=g)) for _ in range(c.num_hidden_layers)]
     noise = Corruption(CorruptionConfig(name="noise", dims=0, select="first", sigma=2.0, seed=0))
-    found = {}
+    found, rows = {}, {}
     for iv in (DeepPrompt("deep", layers), EmbeddingCorruption("noise", EmbeddingGuard(noise, pad_token_id=tok.pad_token_id))):
-        found[iv.name] = evaluate_model(model, enc, data, EvalConfig(batch_size=2, progress=False), name=iv.name, identity=iv.name,
-                                        intervention=iv, cache_dir=f"{out}/cache").as_dict()
-    return found
+        seen = []  # rows this process ran through the model (each forward's batch size)
+        handle = model.get_input_embeddings().register_forward_hook(lambda m, a, o, seen=seen: seen.append(o.shape[0]))
+        try:
+            found[iv.name] = evaluate_model(model, enc, data, EvalConfig(batch_size=2, progress=False), name=iv.name, identity=iv.name,
+                                            intervention=iv, cache_dir=f"{out}/cache").as_dict()
+        finally:
+            handle.remove()
+        rows[iv.name] = sum(seen)
+    return found, rows
 
 
 SCRIPT = """
@@ -97,9 +103,9 @@ from spul.methods.distributed import init_distributed
 from test_distributed_eval import evaluate_interventions
 
 assert init_distributed()
-found = evaluate_interventions(sys.argv[1], sys.argv[2])
+found, rows = evaluate_interventions(sys.argv[1], sys.argv[2])
 with open(f"{sys.argv[1]}/result{dist.get_rank()}.json", "w") as f:
-    json.dump(found, f)
+    json.dump({"results": found, "rows": rows}, f)
 """
 
 
@@ -111,9 +117,15 @@ def test_distributed_evaluation_of_a_deep_prompt_and_a_noise_stream(tmp_path, ti
     script.write_text(SCRIPT)
     (tmp_path / "two").mkdir()
     _torchrun([str(script), str(tmp_path / "two"), str(tiny_model_dir)], tmp_path, 29532)
-    one = json.loads(json.dumps(evaluate_interventions(str(tmp_path / "one"), str(tiny_model_dir))))
+    found, rows = evaluate_interventions(str(tmp_path / "one"), str(tiny_model_dir))
+    one = json.loads(json.dumps(found))
+    ranks = [json.loads((tmp_path / "two" / f"result{rank}.json").read_text()) for rank in (0, 1)]
     for rank in (0, 1):  # every process returns the gathered result
-        assert json.loads((tmp_path / "two" / f"result{rank}.json").read_text()) == one, f"rank {rank}"
+        assert ranks[rank]["results"] == one, f"rank {rank}"
+    # the deep prompt's batches were shared out (each rank ran some, together all of them); the noise stream ran on rank 0
+    deep = [r["rows"]["deep"] for r in ranks]
+    assert min(deep) > 0 and sum(deep) == rows["deep"]
+    assert [r["rows"]["noise"] for r in ranks] == [rows["noise"], 0]
     cached = sorted(p.name for p in (tmp_path / "one" / "cache").iterdir())
     assert len(cached) == 8 and sorted(p.name for p in (tmp_path / "two" / "cache").iterdir()) == cached
     for name in cached:
