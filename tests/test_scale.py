@@ -1,7 +1,8 @@
 """Scale-out plumbing: the loss as a module's forward, shipped accelerate configs, quantised frozen bases.
 
-What needs hardware skips cleanly here: the bitsandbytes path (CUDA), DeepSpeed (CUDA + deepspeed) and the
-2-GPU FSDP/DDP agreement (two GPUs). ``benchmarks/run_gpu.sh`` runs those tests on a GPU machine.
+What needs hardware skips cleanly here: the bitsandbytes path (CUDA), DeepSpeed on a GPU (CUDA + deepspeed) and
+the 2-GPU FSDP/DDP agreement (two GPUs). ``benchmarks/run_gpu.sh`` runs those tests on a GPU machine. DeepSpeed
+ZeRO-2/3 on 2 CPU processes runs where deepspeed imports (CI does not install it).
 """
 
 from __future__ import annotations
@@ -159,13 +160,13 @@ def test_spul_and_eco_over_a_quantized_frozen_base_on_cuda(tmp_path, tiny_model_
 
 # ---- engines that need GPUs ------------------------------------------------------------------------------
 
-def _accelerate_launch(config_name: str, processes: int, run_yaml, cwd, timeout: int = 600) -> None:
+def _accelerate_launch(config_name: str, processes: int, run_yaml, cwd, timeout: int = 600, extra: tuple[str, ...] = ()) -> None:
     from spul.interfaces.commands.accelerate_config import accelerate_config_path
 
     accelerate = shutil.which("accelerate") or os.path.join(os.path.dirname(sys.executable), "accelerate")
-    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"), OMP_NUM_THREADS="1")
     proc = subprocess.run([accelerate, "launch", "--config_file", str(accelerate_config_path(config_name)), "--num_processes",
-                           str(processes), "--main_process_port", "29531", "-m", "spul.interfaces.cli", "unlearn", "--config", str(run_yaml)],
+                           str(processes), "--main_process_port", "29531", *extra, "-m", "spul.interfaces.cli", "unlearn", "--config", str(run_yaml)],
                           cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
@@ -205,10 +206,44 @@ def test_two_gpus_agree_with_one(tmp_path, tiny_model_dir, engine):
     assert torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0) > 0.98
 
 
-@pytest.mark.skipif(not (CUDA and _has("deepspeed")), reason="needs a CUDA GPU and deepspeed (accelerate refuses DeepSpeed on CPU)")
+@pytest.mark.skipif(not (CUDA and _has("deepspeed")), reason="needs a CUDA GPU and deepspeed (the CPU run is the test below)")
 @pytest.mark.parametrize("stage", ["deepspeed_zero2", "deepspeed_zero3"])
 def test_deepspeed_launch_trains_the_prompt(tmp_path, tiny_model_dir, stage):
     cfg = _gpu_run(tmp_path, tiny_model_dir, stage, 8)
     _accelerate_launch(stage, 1, tmp_path / f"{stage}.yaml", tmp_path)
     meta = json.loads((cfg.out / "artifact" / "spul.json").read_text())["training"]
     assert meta["engine"] == "DeepSpeedEngine" and meta["steps"] == 6 and meta["final_loss"] > 0
+
+
+def _deepspeed_imports() -> bool:
+    if not _has("deepspeed"):
+        return False
+    return subprocess.run([sys.executable, "-c", "import deepspeed"], capture_output=True, timeout=300).returncode == 0
+
+
+@pytest.mark.slow  # ~50 s per stage on 2 CPU cores; the first run on a machine also compiles DeepSpeed's shm op (~4 min)
+@pytest.mark.skipif(CUDA or not _deepspeed_imports(), reason="needs deepspeed (not installed in CI); on CUDA the GPU test runs")
+@pytest.mark.parametrize("stage", ["deepspeed_zero2", "deepspeed_zero3"])
+def test_deepspeed_on_two_cpu_processes_learns_the_one_process_prompt(tmp_path, tiny_model_dir, stage):
+    """accelerate launch with the shipped ZeRO-2/3 config (fp32: ``--mixed_precision no``) on 2 CPU processes:
+    DeepSpeed's CPU accelerator, its engine around the LossModule, the prompt of one process (same global batch)."""
+    from spul.configuration import dump_yaml
+    from spul.models.loading import ModelConfig, load_model
+    from spul.models.soft_prompt import PromptInit, add_soft_prompt, soft_prompt_embedding
+    from spul.pipeline import unlearn
+
+    common = dict(finetune={"enabled": False})
+    one = tiny_run_config(tmp_path / "one", tiny_model_dir, **common, unlearn={"sampling": "random", "save_steps": 1000})
+    unlearn(one)
+    two = tiny_run_config(tmp_path / stage, tiny_model_dir, **common, unlearn={"sampling": "random", "save_steps": 1000, "batch_size": 4})
+    (tmp_path / f"{stage}.yaml").write_text(dump_yaml(two))
+    _accelerate_launch(stage, 2, tmp_path / f"{stage}.yaml", tmp_path, timeout=900, extra=("--mixed_precision", "no"))
+    meta = json.loads((two.out / "artifact" / "spul.json").read_text())["training"]
+    assert meta["engine"] == "DeepSpeedEngine" and meta["steps"] == 6
+    assert abs(meta["final_loss"] - json.loads((one.out / "artifact" / "spul.json").read_text())["training"]["final_loss"]) < 0.02 * meta["final_loss"]
+    model, tok = load_model(ModelConfig(name_or_path=str(tiny_model_dir), dtype="float32", device="cpu"))
+    init = soft_prompt_embedding(add_soft_prompt(model, "prompt_tuning", 4, PromptInit.VOCAB, tokenizer=tok, seed=0)).weight.detach()
+    a, b = _prompt_update(one.out, init), _prompt_update(two.out, init)
+    assert a.norm() > 0.05, "training must have moved the prompt"
+    assert torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0) > 0.98
+    assert (a - b).norm() < 0.15 * a.norm()

@@ -26,7 +26,7 @@ from spul.evaluation.evaluate import ModelResult, evaluate_model
 from spul.evaluation.report import markdown_table, write_report
 from spul.io import read_json, sha256_text, write_json, write_text
 from spul.interventions import Gated, Intervention
-from spul.methods.distributed import is_main_process
+from spul.methods.distributed import init_distributed, is_main_process
 from spul.methods.registry import TrainJob, get_method, load_intervention
 from spul.models.loading import ModelConfig, load_model, weights_fingerprint
 from spul.run_config import RunConfig  # noqa: F401 - re-exported (spul.pipeline.RunConfig)
@@ -136,9 +136,14 @@ def artifact_identity(fingerprint: str, intervention: Intervention) -> str:
 
 def evaluate(cfg: RunConfig, data: UnlearningData | None = None, artifact: str | Path | None = None,
              base: str | None = None) -> list[ModelResult]:
-    """Evaluate the base model and, if given, base + the artifact's intervention; write ``output_dir/report``."""
+    """Evaluate the base model and, if given, base + the artifact's intervention; write ``output_dir/report``.
+
+    Launched as several processes (torchrun, accelerate launch), each scores its share of every split and rank 0
+    writes the report (``spul.evaluation.evaluate``); every process returns the same results.
+    """
     from spul.artifacts import read_metadata
 
+    init_distributed()
     data = data or prepare(cfg)
     artifact = Path(artifact) if artifact else (cfg.out / "artifact" if (cfg.out / "artifact").is_dir() else None)
     if base is None:
@@ -171,7 +176,8 @@ def evaluate(cfg: RunConfig, data: UnlearningData | None = None, artifact: str |
     leakage = read_json(manifest).get("leakage") if manifest.is_file() else None
     if not leakage or leakage.get("fingerprints") != data.fingerprints():
         leakage = data_leakage(data, manifest)
-    write_report(results, report_dir, {"sizes": data.sizes(), "config": to_dict(cfg), "leakage": leakage})
+    if is_main_process():
+        write_report(results, report_dir, {"sizes": data.sizes(), "config": to_dict(cfg), "leakage": leakage})
     track = tracked(cfg, cfg.unlearn, "unlearn")  # the evaluation joins the unlearning run
     if getattr(track, "report_to", None) and is_main_process():
         from spul.evaluation.tracking import log_evaluation
@@ -254,11 +260,13 @@ def run(cfg: RunConfig, resume: bool = True) -> list[ModelResult]:
     artifact = unlearn(cfg, data, base, resume=resume)
     timings["unlearn"] = time.time() - t
     # recorded once training accepted these settings: a refused re-run leaves the earlier record as it was
-    write_text(cfg.out / "config.yaml", dump_yaml(cfg))
+    if is_main_process():
+        write_text(cfg.out / "config.yaml", dump_yaml(cfg))
     t = time.time()
     results = evaluate(cfg, data, artifact, base)
     timings["evaluate"] = time.time() - t
-    write_json(cfg.out / "timings.json", {k: round(v, 1) for k, v in timings.items()})
+    if is_main_process():
+        write_json(cfg.out / "timings.json", {k: round(v, 1) for k, v in timings.items()})
     return results
 
 

@@ -47,6 +47,9 @@ class Intervention:
     prefix: Any = None
     #: the model's weights differ while it is applied (relearning attacks then fine-tune ``trainable_parameters``)
     changes_weights: bool = False
+    #: a row's result does not depend on which rows share its batch or which batches ran before (no noise
+    #: stream): distributed evaluation may then split a group's batches across processes
+    batch_invariant: bool = True
 
     def __init__(self, name: str = "base", *, task_config: Any = None, info: dict[str, Any] | None = None, identity: str = "base"):
         self.name = name
@@ -97,6 +100,7 @@ class Gated(Intervention):
         self.vectors = inner.vectors
         self.prefix = inner.prefix
         self.changes_weights = inner.changes_weights
+        self.batch_invariant = inner.batch_invariant
         self._memo: tuple[int, np.ndarray] | None = None
 
     def flags(self, texts: list[str]) -> np.ndarray:

@@ -34,14 +34,22 @@ CorruptionFn = Callable[[torch.Tensor, float, torch.Generator], torch.Tensor]
 CORRUPTIONS: dict[str, CorruptionFn] = {}
 # corruptions whose result depends on sigma (only those are worth a σ search)
 USES_SIGMA: set[str] = set()
+# corruptions that never draw from the generator: a row's corruption does not depend on its batch
+DETERMINISTIC: set[str] = set()
 
 
-def register_corruption(name: str, uses_sigma: bool = False) -> Callable[[CorruptionFn], CorruptionFn]:
+def register_corruption(name: str, uses_sigma: bool = False, deterministic: bool = False) -> Callable[[CorruptionFn], CorruptionFn]:
+    """Register ``fn`` as corruption ``name``; ``deterministic`` when it never draws from the generator (then
+    distributed evaluation may split its batches across processes; otherwise one process scores them in order)."""
     def add(fn: CorruptionFn) -> CorruptionFn:
         CORRUPTIONS[name] = fn
         CORRUPTION_NAMES.add(name)
         if uses_sigma:
             USES_SIGMA.add(name)
+        if deterministic:
+            DETERMINISTIC.add(name)
+        else:
+            DETERMINISTIC.discard(name)
         return fn
 
     return add
@@ -54,12 +62,12 @@ def gaussian_noise(x: torch.Tensor, sigma: float, generator: torch.Generator) ->
     return (x.float() + sigma * noise).to(x.dtype)
 
 
-@register_corruption("zero")
+@register_corruption("zero", deterministic=True)
 def zero_out(x: torch.Tensor, sigma: float, generator: torch.Generator) -> torch.Tensor:
     return torch.zeros_like(x)
 
 
-@register_corruption("sign_flip")
+@register_corruption("sign_flip", deterministic=True)
 def sign_flip(x: torch.Tensor, sigma: float, generator: torch.Generator) -> torch.Tensor:
     return -x
 
@@ -182,6 +190,8 @@ class EmbeddingCorruption(Intervention):
     def __init__(self, name: str, guard: EmbeddingGuard, **kwargs):
         super().__init__(name, **kwargs)
         self.embedding_guard = guard
+        # a noise stream runs batch after batch: split across processes it would give other noise
+        self.batch_invariant = guard.corruption.cfg.name in DETERMINISTIC
 
     @contextmanager
     def applied(self, model, texts: list[str], prompts: list[list[int]]):

@@ -35,6 +35,8 @@ __all__ = ["DEFAULT_MODEL", "DType", "ModelConfig", "load_model", "load_tokenize
 def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         if torch.cuda.is_available():
+            if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # one GPU per process of a torchrun / accelerate launch
+                return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
             return torch.device("cuda")
         return torch.device("cpu")
     device = torch.device(name)

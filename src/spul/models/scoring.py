@@ -44,16 +44,32 @@ class Scores:
         return e / e.sum(axis=1, keepdims=True)
 
 
+def length_batches(prompts: list[list[int]], batch_size: int) -> list[np.ndarray]:
+    """Row indices of each batch: rows sorted by token length (stable), cut into ``batch_size`` pieces."""
+    order = np.argsort([len(p) for p in prompts], kind="stable")
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
 @torch.inference_mode()
 def score_prompts(model, encoder: TaskEncoder, prompts: list[list[int]], batch_size: int = 32,
-                  prompt_provider: PromptProvider | None = None, progress: bool = False, desc: str = "scoring") -> Scores:
-    """Score every candidate answer for pre-encoded prompts. Rows are bucketed by length to cut padding."""
+                  prompt_provider: PromptProvider | None = None, progress: bool = False, desc: str = "scoring",
+                  shard: tuple[int, int] = (0, 1)) -> Scores:
+    """Score every candidate answer for pre-encoded prompts. Rows are bucketed by length to cut padding.
+
+    ``shard=(i, n)`` scores only batches ``i, i + n, i + 2n, ...`` of the length-sorted batches (one process of
+    ``n``); the other rows stay NaN. Each batch holds the rows it holds for one process, so the union of the
+    ``n`` shards is exactly the one-process result (``spul.evaluation.evaluate`` gathers them).
+    """
     device = next(model.parameters()).device
     pad = encoder.tokenizer.pad_token_id
     candidates = encoder.candidate_ids
+    index, count = shard
+    if not 0 <= index < count:
+        raise ValueError(f"shard {index}/{count} is out of range")
     out = np.zeros((len(prompts), len(candidates)), dtype=np.float64)
-    order = np.argsort([len(p) for p in prompts], kind="stable")
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    if count > 1:
+        out[:] = np.nan
+    batches = length_batches(prompts, batch_size)[index::count]
     first_ids = torch.tensor([c[0] for c in candidates], device=device)
     for rows in tqdm(batches, desc=desc, disable=not progress, leave=False):
         seqs = [prompts[i] for i in rows]

@@ -25,13 +25,16 @@ from spul.models.prefix_cache import PrefixCache, expanded_cache, prefix_key_val
 RowHook = Callable[[np.ndarray], None]
 
 
-def _run(model, ids: torch.Tensor, mask: torch.Tensor, vectors: torch.Tensor | None, prefix: PrefixCache | None):
-    """Hidden states of the request tokens ``[B, T, d]`` (prompt positions dropped)."""
-    if vectors is None or prefix is None:
+def _run(model, ids: torch.Tensor, mask: torch.Tensor, vectors: torch.Tensor | None, prefix: PrefixCache | None,
+         prompt_rows: torch.Tensor | None = None):
+    """Hidden states of the request tokens ``[B, T, d]`` (prompt positions dropped). ``prefix`` alone (no
+    ``vectors``): a deep prompt's own per-layer keys/values (``DeepPrompt.prefix``); ``prompt_rows`` the rows
+    that get it (a gated deep prompt)."""
+    if prefix is None:
         prompt = vectors.unsqueeze(0).expand(ids.shape[0], -1, -1) if vectors is not None else None
         hidden = hidden_states(model, ids, mask, prompt)
         return hidden[:, -ids.shape[1]:, :]
-    out, _ = run_after_prefix(model, prefix.layers, ids, mask)
+    out, _ = run_after_prefix(model, prefix.layers, ids, mask, prompt_rows)
     return out.last_hidden_state
 
 
@@ -48,9 +51,12 @@ def score(model, encoder: TaskEncoder, prompts: list[list[int]], vectors: torch.
     """Log-likelihood ``[N, C]`` of every candidate answer, computed as ``score_prompts`` computes it.
 
     ``row_hook(rows)`` is called before each batch with the indices (into ``prompts``) of its rows, e.g. so an
-    ECO guard knows which rows of the coming forward pass are flagged; it runs the uncached path.
+    ECO guard knows which rows of the coming forward pass are flagged; it runs the uncached path, except for a
+    deep prompt (``prefix`` without ``vectors``), whose keys/values are the artifact itself: the hook's answer
+    says which rows attend to them.
     """
-    if prefix is None or row_hook is not None:
+    deep = vectors is None and prefix is not None
+    if prefix is None or (row_hook is not None and not deep):
         def provider(n, rows):
             mask = row_hook(np.asarray(rows)) if row_hook is not None else None
             if vectors is None:
@@ -67,13 +73,15 @@ def score(model, encoder: TaskEncoder, prompts: list[list[int]], vectors: torch.
         rows = order[start:start + batch_size]
         seqs = [prompts[i] for i in rows]
         ids, mask = pad_left(seqs, pad, device)
-        hidden = _run(model, ids, mask, vectors, prefix)
+        on = row_hook(np.asarray(rows)) if row_hook is not None else None
+        prompt_rows = None if on is None else torch.as_tensor(np.asarray(on, dtype=bool), device=device)
+        hidden = _run(model, ids, mask, vectors, prefix, prompt_rows)
         out[rows] = torch.log_softmax(lm_logits(model, hidden[:, -1, :]), dim=-1)[:, first_ids].double().cpu().numpy()
         for c, cand in enumerate(encoder.candidate_ids):
             if len(cand) == 1:
                 continue
             ids2, mask2 = pad_left([s + cand[:-1] for s in seqs], pad, device)
-            hidden2 = _run(model, ids2, mask2, vectors, prefix)
+            hidden2 = _run(model, ids2, mask2, vectors, prefix, prompt_rows)
             k = len(cand)
             logp = torch.log_softmax(lm_logits(model, hidden2[:, -k:, :].reshape(-1, hidden2.shape[-1])), dim=-1).view(len(rows), k, -1)
             target = torch.tensor(cand, device=device).view(1, k, 1).expand(len(rows), k, 1)
@@ -152,7 +160,7 @@ def generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: list[in
     """Continuations of a left-padded batch through ``model.generate``, each row cut at EOS or its own limit.
 
     The soft prompt enters as a key/value prefix: its cached keys/values (``prefix``, or computed here once
-    for the batch) are handed to ``generate`` as ``past_key_values`` in front of the request tokens, with
+    for the batch; a deep prompt's ``prefix`` alone, without ``vectors``, is its per-layer keys/values) are handed to ``generate`` as ``past_key_values`` in front of the request tokens, with
     placeholder ids at the prompt positions that ``generate`` never embeds (it only feeds the uncached tail).
     Positions count the prompt, as in training. ``row_hook`` (ECO) is called once with all rows before the
     prefill; its embedding hook leaves the one-token decode steps alone. Stop strings end a row early (``StopOnText``);
@@ -160,7 +168,7 @@ def generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: list[in
     """
     device = next(model.parameters()).device
     on = row_hook(np.arange(len(prompts))) if row_hook is not None else None
-    if vectors is not None and on is not None and not np.all(on):
+    if (vectors is not None or prefix is not None) and on is not None and not np.all(on):
         # a gated soft prompt: the rows it applies to and the others are generated as two groups
         on = np.asarray(on, dtype=bool)
         outputs: list[list[int]] = [[] for _ in prompts]
@@ -177,7 +185,7 @@ def generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: list[in
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     ids, mask = pad_left(prompts, pad, device)
     cache = None
-    if vectors is not None:
+    if vectors is not None or prefix is not None:  # a soft prompt's keys/values, or a deep prompt's own
         layers = prefix.layers if prefix is not None else prefix_key_values(model, vectors)
         p = layers[0][0].shape[-2]
         cache = expanded_cache(model, layers, len(prompts))

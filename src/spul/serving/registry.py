@@ -32,6 +32,9 @@ def artifact_vectors(model, folder: str | Path, fingerprint: str, model_name: st
     from spul.artifacts import read_metadata
 
     intervention = load_intervention(folder, model, fingerprint=fingerprint, model_name=model_name)
+    if intervention.kind == "spul_deep":
+        raise ArtifactError(f"artifact {str(folder)!r} is a deep prompt (keys/values at every layer); vLLM's prompt embeddings reach only the input layer",
+                            "serve it with spul serve (which applies deep prompts), or train a plain soft prompt (unlearn.prompt_encoder: prompt_tuning) for vLLM")
     if intervention.vectors is None or intervention.changes_weights or isinstance(intervention, Gated):
         raise ArtifactError(f"artifact {str(folder)!r} is a {intervention.kind!r} intervention, not a plain soft prompt",
                             "only soft prompts travel as prompt embeddings; serve the others with spul serve")

@@ -246,6 +246,9 @@ def export_vllm(source: Intervention | torch.Tensor, meta: dict[str, Any], out: 
 
     out = Path(out)
     if isinstance(source, Intervention):
+        if source.kind == "spul_deep":
+            raise ArtifactError("a deep prompt (keys/values at every layer) cannot be exported: vLLM's prompt embeddings reach only the input layer",
+                                "serve it with spul serve, or train a plain soft prompt (unlearn.prompt_encoder: prompt_tuning) for vLLM")
         if source.vectors is None or source.changes_weights or isinstance(source, Gated):
             raise ArtifactError(f"a {source.kind!r} intervention cannot be exported as prompt embeddings",
                                 "export a SPUL soft prompt; serve other methods with spul serve")

@@ -13,6 +13,7 @@ import time
 
 from spul.interfaces.options import add_config_arguments, add_dataclass_arguments, add_unlearn_arguments, load_run_config
 from spul.interfaces.runlog import start_run_log
+from spul.methods.distributed import is_main_process
 
 
 def cmd_finetune(args) -> int:
@@ -39,8 +40,9 @@ def cmd_evaluate(args) -> int:
     cfg = load_run_config(args)
     start_run_log(cfg, args.command)
     results = evaluate(cfg, artifact=args.artifact, base=args.base)
-    print(summary(results))
-    print(f"report: {cfg.out / 'report' / 'results.md'}")
+    if is_main_process():  # every process of a torchrun launch holds the same results; one prints them
+        print(summary(results))
+        print(f"report: {cfg.out / 'report' / 'results.md'}")
     return 0
 
 
@@ -59,6 +61,8 @@ def cmd_run(args) -> int:
         print(f"\nwall time {time.time() - started:.0f} s; report: {cfg.out / 'report' / 'results.md'}")
         return 0
     results = run(cfg, resume=not args.no_resume)
+    if not is_main_process():
+        return 0
     print()
     print(summary(results))
     print(f"\nwall time {time.time() - started:.0f} s; full report (with F1): {cfg.out / 'report' / 'results.md'}")
