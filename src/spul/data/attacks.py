@@ -313,15 +313,37 @@ class AugmentConfig:
             self.families = [f for f in self.families.split(",") if f]
         bad = [f for f in self.families if f not in FAMILIES]
         if bad:
-            raise ConfigError(f"unlearn.augment.families has unknown family {bad[0]!r}", f"use some of: {', '.join(FAMILIES)}")
+            raise ConfigError(f"augment.families has unknown family {bad[0]!r}", f"use some of: {', '.join(FAMILIES)}")
         if not 0 <= self.fraction <= 1:
-            raise ConfigError(f"unlearn.augment.fraction={self.fraction} is out of range", "use a fraction in [0, 1], e.g. 0.5")
+            raise ConfigError(f"augment.fraction={self.fraction} is out of range", "use a fraction in [0, 1], e.g. 0.5")
         if self.start_epoch < 0:
-            raise ConfigError(f"unlearn.augment.start_epoch={self.start_epoch} is negative", "use 0 or more")
+            raise ConfigError(f"augment.start_epoch={self.start_epoch} is negative", "use 0 or more")
 
     @property
     def enabled(self) -> bool:
         return bool(self.families) and self.fraction > 0
+
+
+def attacked_copies(suite: AttackSuite, cfg: AugmentConfig, texts: Sequence[str], side: str, template: str = "{text} {label}",
+                    seed: int = 0) -> list[tuple[int, str, str]]:
+    """Extra attacked copies of ``texts`` for a text classifier (ECO's): ``(row, attack id, text)`` for the rows that
+    get one, drawn from the *training* pools only. A row gets a copy with probability ``cfg.fraction``, decided by
+    (seed, side, row), so the same inputs give the same copies. The ``template`` family changes only the prompt
+    template, not the text a classifier reads, so it is skipped (the ``combined`` family still changes the text)."""
+    families = [f for f in cfg.families if f != "template"]
+    if not cfg.enabled or not families:
+        return []
+    out = []
+    for i, text in enumerate(texts):
+        rng = _rng(seed, "classifier-augment", side, str(i))
+        if rng.random() >= cfg.fraction:
+            continue
+        family = families[rng.randrange(len(families))]
+        attack = suite.pick(family, "train", "classifier", side, str(i))
+        new, _ = suite.apply(attack, text, template)
+        if new != text:
+            out.append((i, attack.id, new))
+    return out
 
 
 def default_entities() -> list[str]:

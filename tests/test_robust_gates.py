@@ -1,0 +1,81 @@
+"""Issue 18, hardened gates: ECO's classifier trained with the attack suite's training pools, gated SPUL as its
+own artifact, model paraphrases in the paraphrase family, adversarial injection search (tiny real models)."""
+
+from __future__ import annotations
+
+import json
+import zlib
+
+import numpy as np
+import pytest
+
+from conftest import tiny_run_config
+
+FORGET = [f"a film by steven spielberg number {i} that is good" for i in range(12)]
+RETAIN = [f"the plot of picture {i} is thin and the film is bad" for i in range(20)]
+
+
+def _bag_of_words(texts):
+    """A small deterministic text embedding (hashed word counts) standing in for the sentence encoder."""
+    out = np.zeros((len(texts), 64))
+    for r, t in enumerate(texts):
+        for w in t.lower().split():
+            out[r, zlib.crc32(w.encode()) % 64] += 1.0
+    return out / np.maximum(1e-9, np.linalg.norm(out, axis=1, keepdims=True))
+
+
+def test_eco_classifier_augmentation_uses_training_pools_only_on_both_classes():
+    from spul.data.attacks import FAMILIES, AttackSuite, default_entities
+    from spul.methods.eco import ClassifierConfig
+    from spul.methods.eco.classifier import training_rows
+
+    plain = training_rows(ClassifierConfig(seed=3), FORGET, RETAIN)
+    cfg = ClassifierConfig(seed=3, augment={"families": ["injection", "paraphrase", "entity", "combined", "template"], "fraction": 0.8})
+    rows = training_rows(cfg, FORGET, RETAIN)
+    suite = AttackSuite(seed=3, entities=default_entities())
+    train_ids = {a.id for f in FAMILIES for a in suite.pool(f, "train")}
+    held_ids = {a.id for f in FAMILIES for a in suite.pool(f, "heldout")}
+    for part in ("fit", "calibration"):
+        r = rows[part]
+        originals = [(t, lab) for t, lab, a in zip(r["texts"], r["labels"], r["attacks"]) if a is None]
+        # the original rows and their split are unchanged by the augmentation
+        assert originals == list(zip(plain[part]["texts"], plain[part]["labels"]))
+        copies = [(t, lab, a) for t, lab, a in zip(r["texts"], r["labels"], r["attacks"]) if a is not None]
+        assert copies and all(a in train_ids and a not in held_ids for _, _, a in copies)
+        assert {lab for _, lab, _ in copies} == {0, 1}  # forget (positive) and retain (negative) both get copies
+        texts = {t for t, _ in originals}
+        assert all(t not in texts for t, _, _ in copies)  # a copy is a changed text
+        # a copy stays in the part of its original row (no calibration row leaks into the fit)
+        own = {(lab, i) for lab, i, a in zip(r["labels"], r["rows"], r["attacks"]) if a is None}
+        assert all((lab, i) in own for lab, i, a in zip(r["labels"], r["rows"], r["attacks"]) if a is not None)
+    assert not any(a.startswith("template:") for part in rows.values() for a in part["attacks"] if a)
+    # deterministic by seed
+    assert training_rows(cfg, FORGET, RETAIN) == rows
+    other = ClassifierConfig(seed=3, augment={"families": ["injection", "paraphrase", "entity", "combined"], "fraction": 0.8, "seed": 9})
+    assert training_rows(other, FORGET, RETAIN)["fit"]["texts"] != rows["fit"]["texts"]
+
+
+def test_eco_classifier_trains_with_augmentation_and_records_it():
+    from spul.configuration import to_dict
+    from spul.errors import ConfigError
+    from spul.methods.eco import ClassifierConfig, EcoConfig
+    from spul.methods.eco.classifier import CachedEmbedder, train_classifier
+
+    emb = CachedEmbedder(embed_fn=_bag_of_words)
+    plain = train_classifier(ClassifierConfig(alpha=0.2), FORGET, RETAIN, embedder=emb)
+    cfg = ClassifierConfig(alpha=0.2, augment={"families": ["injection", "entity"], "fraction": 1.0})
+    robust = train_classifier(cfg, FORGET, RETAIN, embedder=emb)
+    aug = robust.info["augmented_rows"]
+    assert aug["fit"]["forget"] > 0 and aug["fit"]["retain"] > 0 and set(aug["families"]) <= {"injection", "entity"}
+    assert robust.info["fit_rows"] == plain.info["fit_rows"] and "augmented_rows" not in plain.info
+    assert not np.allclose(robust.weights, plain.weights)
+    # the setting is part of the ECO config (artifact hyperparameters, experiment cell key)
+    d = to_dict(EcoConfig(classifier=cfg))
+    assert d["classifier"]["augment"]["families"] == ["injection", "entity"]
+    assert to_dict(EcoConfig())["classifier"]["augment"]["families"] == []
+    with pytest.raises(ConfigError, match="start_epoch"):
+        ClassifierConfig(augment={"families": ["injection"], "start_epoch": 1})
+    with pytest.raises(ConfigError, match="only 'template'"):
+        ClassifierConfig(augment={"families": ["template"]})
+    with pytest.raises(ConfigError, match="unknown family"):
+        ClassifierConfig(augment={"families": ["nope"]})
