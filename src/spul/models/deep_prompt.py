@@ -14,8 +14,9 @@ starts from a sensible prefix instead of PEFT's N(0, 1) rows.
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from typing import Callable, Iterator
 
+import numpy as np
 import torch
 
 from spul.models.forward import decoder_of, unwrap
@@ -76,11 +77,14 @@ def prefix_layers(peft_model, dtype: torch.dtype | None = None) -> KeyValues:
 
 
 @contextlib.contextmanager
-def deep_prefix_applied(model, layers: KeyValues) -> Iterator[None]:
+def deep_prefix_applied(model, layers: KeyValues, rows_on: Callable[[], "np.ndarray | None"] | None = None) -> Iterator[None]:
     """While active, every decoder forward that starts without a cache attends to ``layers`` first.
 
     The rewrite matches ``prefix_cache.run_after_prefix``: the mask gains ``p`` ones in front, positions count
     the prefix, and the cache starts at ``p``. Forwards that already carry a cache (generation steps) pass.
+    ``rows_on`` (gated deep prompts) returns which rows of the next forwards get the prefix (None: all): the
+    prefix slots of the other rows are masked like padding, and positions count real tokens only, so those
+    rows run as unprompted rows; a batch with no row on runs without the prefix at all.
     """
     decoder = decoder_of(model)
     length = layers[0][0].shape[-2]
@@ -92,9 +96,20 @@ def deep_prefix_applied(model, layers: KeyValues) -> Iterator[None]:
         ids, embeds = kwargs.get("input_ids"), kwargs.get("inputs_embeds")
         ref = ids if ids is not None else embeds
         batch, width = ref.shape[0], ref.shape[1]
+        on = rows_on() if rows_on is not None else None
+        if on is not None:
+            on = np.asarray(on, dtype=bool)
+            if on.shape != (batch,):
+                raise RuntimeError(f"gated deep prompt: {on.shape[0]} row flags for a batch of {batch} rows")
+            if not on.any():
+                return None
+            on = None if on.all() else on
         if mask is None:
             mask = torch.ones((batch, width), dtype=torch.long, device=ref.device)
-        full = torch.cat([mask.new_ones((batch, length)), mask], dim=1)
+        front = mask.new_ones((batch, length))
+        if on is not None:
+            front = front * torch.as_tensor(on, device=mask.device).to(mask.dtype).unsqueeze(1)
+        full = torch.cat([front, mask], dim=1)
         kwargs["attention_mask"] = full
         kwargs["position_ids"] = (full.long().cumsum(-1) - 1).clamp(min=0)[:, length:].contiguous()
         kwargs["past_key_values"] = expanded_cache(model, layers, batch)
