@@ -133,3 +133,140 @@ def test_gated_spul_artifact_prompts_flagged_rows_only_and_round_trips(tmp_path,
         report = run_audit(cfg, artifact, AuditConfig(limit=4, batch_size=8, variants=["original"], membership=False, relearn=False,
                                                       families=["injection"]), data=data, out_dir=tmp_path / "audit")
         assert set(report["attack_suite"]) == {"none", "injection"}
+
+
+def test_model_paraphrases_are_deterministic_cached_and_split_into_pools(tmp_path, tiny_model_dir):
+    from spul.data.attacks import MODEL_PARAPHRASE_INSTRUCTIONS, AttackSuite, default_entities
+    from spul.models.paraphrase import ModelParaphraser
+    from spul.testing import build_tiny_llama
+
+    texts = ["the film is good", "a film by steven spielberg that is bad"]
+    para = ModelParaphraser(str(tiny_model_dir), cache_dir=tmp_path / "cache", max_new_tokens=6)
+    first = para(texts, MODEL_PARAPHRASE_INSTRUCTIONS[0])
+    assert para.generated == 2 and all(isinstance(t, str) for t in first)
+    assert para(texts, MODEL_PARAPHRASE_INSTRUCTIONS[0]) == first and para.generated == 2  # second call: from the cache
+    fresh = ModelParaphraser(str(tiny_model_dir), cache_dir=tmp_path / "cache", max_new_tokens=6)
+    assert fresh(texts, MODEL_PARAPHRASE_INSTRUCTIONS[0]) == first and fresh.generated == 0  # from disk, no generation
+    uncached = ModelParaphraser(str(tiny_model_dir), cache_dir=tmp_path / "other", max_new_tokens=6)
+    assert uncached(texts, MODEL_PARAPHRASE_INSTRUCTIONS[0]) == first and uncached.generated == 2  # greedy: the same again
+    # another model's weights are another cache key
+    other_dir = build_tiny_llama(tmp_path / "other_llama", seed=1)
+    other = ModelParaphraser(str(other_dir), cache_dir=tmp_path / "cache", max_new_tokens=6)
+    assert other.identity != para.identity
+    other(texts[:1], MODEL_PARAPHRASE_INSTRUCTIONS[0])
+    assert other.generated == 1
+    # in the suite: model rewrites join the paraphrase family, split into disjoint pools; rule-based pools unchanged
+    plain = AttackSuite(seed=0, entities=default_entities())
+    suite = AttackSuite(seed=0, entities=default_entities(), paraphraser=para)
+    model_ids = {w: {a.payload for a in suite.pool("paraphrase", w) if a.kind == "model"} for w in ("train", "heldout")}
+    assert model_ids["train"] and model_ids["heldout"] and not model_ids["train"] & model_ids["heldout"]
+    assert model_ids["train"] | model_ids["heldout"] == set(MODEL_PARAPHRASE_INSTRUCTIONS)
+    for w in ("train", "heldout"):
+        assert [a for a in suite.pool("paraphrase", w) if a.kind != "model"] == plain.pool("paraphrase", w)
+        assert not any(a.kind == "model" for a in plain.pool("paraphrase", w))
+    attack = next(a for a in suite.pool("paraphrase", "heldout") if a.kind == "model")
+    out = suite.apply(attack, texts[0], "{text} {label}")
+    assert out == suite.apply(attack, texts[0], "{text} {label}") and out[0] != texts[0]
+
+
+def test_robust_spul_with_model_paraphrases_records_the_paraphraser(tmp_path, tiny_model_dir, monkeypatch):
+    from spul.pipeline import prepare, unlearn
+
+    monkeypatch.setenv("SPUL_PARAPHRASE_CACHE", str(tmp_path / "pcache"))
+    cfg = tiny_run_config(tmp_path, tiny_model_dir, finetune={"enabled": False},
+                          data={"limits": {"train_forget": 8, "train_retain": 8, "test_forget": 4, "test_retain": 4}},
+                          unlearn={"augment": {"families": ["paraphrase"], "fraction": 1.0, "paraphrase_model": str(tiny_model_dir)}})
+    data = prepare(cfg)
+    artifact = unlearn(cfg, data)
+    meta = json.loads((artifact / "spul.json").read_text())
+    assert meta["hyperparameters"]["augment"]["paraphrase_model"] == str(tiny_model_dir)
+    assert any((tmp_path / "pcache").rglob("*.json"))  # some rows were rewritten by the model (and cached)
+    stamp = json.loads((tmp_path / "run" / "unlearn" / "checkpoints" / "resume.json").read_text())
+    assert any(k.startswith("paraphraser") for k in stamp["inputs"])
+
+
+def test_later_settings_at_inert_values_leave_earlier_keys_alone():
+    from spul.configuration import to_dict
+    from spul.methods.eco import EcoConfig
+    from spul.methods.spul.config import SpulConfig
+    from spul.resume import result_settings, resume_key, stable_settings
+
+    plain = result_settings(to_dict(SpulConfig()))
+    assert set(plain["augment"]) == {"families", "fraction", "start_epoch", "entities", "seed"}  # as before these settings
+    assert "augment" not in stable_settings(to_dict(EcoConfig()))["classifier"]
+    for changed in ({"augment": {"families": ["paraphrase"], "paraphrase_model": "packaged:smollm2-135m-instruct"}},
+                    {"augment": {"families": ["injection"], "adversarial_every": 2}}):
+        on = result_settings(to_dict(SpulConfig(**changed)))
+        off = result_settings(to_dict(SpulConfig(augment={"families": changed["augment"]["families"]})))
+        assert resume_key({"u": on}) != resume_key({"u": off})
+    robust = stable_settings(to_dict(EcoConfig(classifier={"augment": {"families": ["injection"]}})))
+    assert robust["classifier"]["augment"]["families"] == ["injection"]
+
+
+@pytest.mark.parametrize("encoder", ["prompt_tuning", "prefix_tuning"])
+def test_adversarial_injection_search_is_seeded_recorded_and_resumes_exactly(tmp_path, tiny_model_dir, encoder):
+    import torch
+    from safetensors.torch import load_file
+    from transformers import TrainerCallback
+
+    from spul.data.attacks import AttackSuite, default_entities
+    from spul.pipeline import prepare, unlearn
+
+    settings = {"finetune": {"enabled": False},
+                "data": {"limits": {"train_forget": 8, "train_retain": 8, "test_forget": 4, "test_retain": 4}},
+                "unlearn": {"num_epochs": 3, "batch_size": 8, "save_steps": 3, "seed": 2, "prompt_encoder": encoder, "learning_rate": 5e-2,
+                            "augment": {"families": ["injection"], "fraction": 0.5, "adversarial_every": 2,
+                                        "adversarial_candidates": 3, "adversarial_rows": 4}}}
+    full_cfg = tiny_run_config(tmp_path / "full", tiny_model_dir, **settings)
+    full = unlearn(full_cfg, prepare(full_cfg), resume=False)
+    found = json.loads((full / "spul.json").read_text())["training"]["adversarial"]
+    assert [f["step"] for f in found] == [2, 4, 6] and [f["epoch"] for f in found] == [0, 1, 2]  # 2 steps per epoch
+    suite = AttackSuite(seed=2, entities=default_entities())
+    train_ids = {a.id for a in suite.pool("injection", "train")}
+    held = {a.payload for a in suite.pool("injection", "heldout")}
+    for f in found:
+        assert "injection:" + f["attack"][1] + ":" + f["attack"][2] in train_ids and f["attack"][2] not in held
+        assert 0.0 <= f["accuracy"] <= 1.0 and 0.0 < f["label_probability"] < 1.0 and f["candidates"] == 3
+
+    class Crash(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            raise KeyboardInterrupt
+
+    part_cfg = tiny_run_config(tmp_path / "part", tiny_model_dir, **settings)
+    data = prepare(part_cfg)
+    with pytest.raises(KeyboardInterrupt):
+        unlearn(part_cfg, data, callbacks=[Crash()])
+    resumed = unlearn(part_cfg, data)
+    meta = json.loads((resumed / "spul.json").read_text())
+    assert meta["training"]["resumed_from"].endswith("checkpoint-3")
+    again = meta["training"]["adversarial"]  # the same attacks; probabilities equal up to float rounding after a resume
+    assert [(f["step"], f["epoch"], f["attack"]) for f in again] == [(f["step"], f["epoch"], f["attack"]) for f in found]
+    assert all(abs(x["label_probability"] - y["label_probability"]) < 1e-6 for x, y in zip(again, found))
+    a, b = load_file(str(full / "adapter_model.safetensors")), load_file(str(resumed / "adapter_model.safetensors"))
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_found_attacks_join_the_injection_rewrites_from_the_next_epoch(tmp_path, tiny_model_dir):
+    from spul.data.attacks import Attack, AugmentConfig
+    from spul.data.encoding import TaskEncoder
+    from spul.data.tasks import Task
+    from spul.methods.augmentation import AugmentedDataset
+    from spul.methods.training import build_examples
+    from spul.models.loading import ModelConfig, load_model
+    from spul.pipeline import prepare
+
+    cfg = tiny_run_config(tmp_path, tiny_model_dir, finetune={"enabled": False})
+    data = prepare(cfg)
+    _, tok = load_model(ModelConfig(name_or_path=str(tiny_model_dir), dtype="float32", device="cpu"))
+    enc = TaskEncoder(Task(cfg.task), tok, cfg.model.max_length)
+    examples = build_examples(data, enc, forget_target="generic", seed=0)
+    aug = AugmentConfig(families=["injection", "entity"], fraction=1.0, adversarial_every=1)
+    ds = AugmentedDataset(examples, data, enc, aug, seed=0)
+    before = {e: [ds.rewrite(i, e) for i in range(len(ds))] for e in (1, 2)}
+    found = ds.suite.pool("injection", "train")[0]
+    ds.adversarial = [(1, Attack(found.family, found.kind, found.payload))]
+    after = {e: [ds.rewrite(i, e) for i in range(len(ds))] for e in (1, 2)}
+    assert after[1] == before[1]  # found during epoch 1: not used in epoch 1
+    used = [a for a in after[2] if a and a[0] == found.id]
+    assert len(used) > sum(1 for a in before[2] if a and a[0] == found.id)
+    assert all(a == b for a, b in zip(after[2], before[2]) if b and not b[0].startswith("injection:"))  # other families untouched

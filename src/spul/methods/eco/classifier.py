@@ -150,7 +150,12 @@ def training_rows(cfg: ClassifierConfig, forget_texts: list[str], retain_texts: 
     parts = {p: {"texts": [], "labels": [], "attacks": [], "rows": []} for p in ("fit", "calibration")}
     aug = cfg.augment
     seed = aug.seed if aug.seed is not None else cfg.seed
-    suite = AttackSuite(seed=seed, entities=aug.entities if aug.entities is not None else default_entities()) if aug.enabled else None
+    suite = None
+    if aug.enabled:
+        from spul.models.paraphrase import paraphraser_for
+
+        suite = AttackSuite(seed=seed, entities=aug.entities if aug.entities is not None else default_entities(),
+                            paraphraser=paraphraser_for(aug.paraphrase_model))
     for side, texts, label in (("forget", forget_texts, 1), ("retain", retain_texts, 0)):
         fit, cal = _split(len(texts), cfg.calibration_fraction, rng)
         copies = attacked_copies(suite, aug, texts, side, seed=seed) if suite is not None else []
