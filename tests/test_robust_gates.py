@@ -183,6 +183,14 @@ def test_robust_spul_with_model_paraphrases_records_the_paraphraser(tmp_path, ti
     assert any((tmp_path / "pcache").rglob("*.json"))  # some rows were rewritten by the model (and cached)
     stamp = json.loads((tmp_path / "run" / "unlearn" / "checkpoints" / "resume.json").read_text())
     assert any(k.startswith("paraphraser") for k in stamp["inputs"])
+    # the audit's paraphrase family with model rewrites records the paraphraser
+    from spul.evaluation.attacks import AuditConfig, run_audit
+
+    report = run_audit(cfg, artifact, AuditConfig(limit=4, batch_size=8, variants=["original"], membership=False, relearn=False,
+                                                  families=["paraphrase"], paraphrase_model=str(tiny_model_dir)),
+                       data=data, out_dir=tmp_path / "audit")
+    assert set(report["attack_suite"]) == {"none", "paraphrase"}
+    assert report["attack_suite_paraphraser"]["model"] == str(tiny_model_dir) and report["attack_suite_paraphraser"]["identity"]
 
 
 def test_later_settings_at_inert_values_leave_earlier_keys_alone():
