@@ -62,6 +62,10 @@ def train(job: TrainJob) -> Path:
     cfg: SpulGatedConfig = job.config
     work = Path(job.work_dir) / "prompt"
     prompt_dir = train_prompt(replace(job, config=prompt_config(cfg), artifact_dir=work / "artifact", work_dir=work))
+    from spul.methods.distributed import is_main_process
+
+    if not is_main_process():  # under a multi-process launch the main process trains the gate and writes the artifact
+        return Path(job.artifact_dir)
     prompt_meta = read_metadata(prompt_dir)
     data = job.data
     gate_key = sha256_text(str(prompt_meta.get("resume_key")), prompt_meta.get("created", ""), repr(to_dict(cfg.gate)),
