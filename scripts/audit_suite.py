@@ -1,4 +1,4 @@
-"""Attack-suite audit (held-out pools) of every SPUL / ECO cell of a finished experiment, in one table.
+"""Attack-suite audit (held-out pools) of every SPUL / gated SPUL / ECO cell of a finished experiment, in one table.
 
     SPUL_CACHE=/tmp/spulcache python scripts/audit_suite.py runs/robust_sst2_cpu [--limit 120] [--families injection,entity]
 
@@ -24,7 +24,7 @@ def main() -> None:
     p.add_argument("experiment_dir")
     p.add_argument("--limit", type=int, default=120, help="rows per split (the test splits are subsampled to at most this)")
     p.add_argument("--families", default=",".join(FAMILIES))
-    p.add_argument("--kinds", default="spul,eco", help="cell kinds to audit")
+    p.add_argument("--kinds", default="spul,eco,spul_gated", help="cell kinds to audit")
     args = p.parse_args()
     root = Path(args.experiment_dir)
     try:

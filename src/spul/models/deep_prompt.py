@@ -16,9 +16,9 @@ from __future__ import annotations
 import contextlib
 from typing import Callable, Iterator
 
+import numpy as np
 import torch
 
-from spul.errors import ModelError
 from spul.models.forward import decoder_of, unwrap
 from spul.models.prefix_cache import KeyValues, expanded_cache, prefix_key_values
 from spul.models.seeding import seeded
@@ -77,35 +77,39 @@ def prefix_layers(peft_model, dtype: torch.dtype | None = None) -> KeyValues:
 
 
 @contextlib.contextmanager
-def deep_prefix_applied(model, layers: KeyValues, rows: Callable[[], torch.Tensor | None] | None = None) -> Iterator[None]:
+def deep_prefix_applied(model, layers: KeyValues, rows_on: Callable[[], "np.ndarray | None"] | None = None) -> Iterator[None]:
     """While active, every decoder forward that starts without a cache attends to ``layers`` first.
 
     The rewrite matches ``prefix_cache.run_after_prefix``: the mask gains ``p`` ones in front, positions count
     the prefix, and the cache starts at ``p``. Forwards that already carry a cache (generation steps) pass.
-    ``rows()`` (when given and not None) is the bool ``[B]`` of rows that get the prefix; the others see it masked
-    out, i.e. the base model (a classifier-gated deep prompt).
+    ``rows_on`` (gated deep prompts) returns which rows of the next forwards get the prefix (None: all): the
+    prefix slots of the other rows are masked like padding, and positions count real tokens only, so those
+    rows run as unprompted rows; a batch with no row on runs without the prefix at all.
     """
     decoder = decoder_of(model)
     length = layers[0][0].shape[-2]
 
     def pre_hook(module, args, kwargs):
-        # a forward with a cache (``cache`` in newer transformers, ``past_key_values`` before) continues from it
-        if args or kwargs.get("past_key_values") is not None or kwargs.get("cache") is not None:
+        if args or kwargs.get("past_key_values") is not None:
             return None
         mask = kwargs.get("attention_mask")
         ids, embeds = kwargs.get("input_ids"), kwargs.get("inputs_embeds")
         ref = ids if ids is not None else embeds
         batch, width = ref.shape[0], ref.shape[1]
+        on = rows_on() if rows_on is not None else None
+        if on is not None:
+            on = np.asarray(on, dtype=bool)
+            if on.shape != (batch,):
+                raise RuntimeError(f"gated deep prompt: {on.shape[0]} row flags for a batch of {batch} rows")
+            if not on.any():
+                return None
+            on = None if on.all() else on
         if mask is None:
             mask = torch.ones((batch, width), dtype=torch.long, device=ref.device)
-        prefix_mask = mask.new_ones((batch, length))
-        on = rows() if rows is not None else None
+        front = mask.new_ones((batch, length))
         if on is not None:
-            if on.shape[0] != batch:
-                raise ModelError(f"the deep prompt has row flags for {on.shape[0]} rows but the batch has {batch}",
-                                 "flag the rows of each forward (the intervention's hook) before running it")
-            prefix_mask = prefix_mask * on.to(device=mask.device, dtype=mask.dtype).unsqueeze(1)
-        full = torch.cat([prefix_mask, mask], dim=1)
+            front = front * torch.as_tensor(on, device=mask.device).to(mask.dtype).unsqueeze(1)
+        full = torch.cat([front, mask], dim=1)
         kwargs["attention_mask"] = full
         kwargs["position_ids"] = (full.long().cumsum(-1) - 1).clamp(min=0)[:, length:].contiguous()
         kwargs["past_key_values"] = expanded_cache(model, layers, batch)

@@ -49,6 +49,8 @@ class AuditConfig:
     seed: int = field(default=0, metadata={"help": "seed of the row subsample, the relearning and the attack suite's pools"})
     families: list[str] = field(default_factory=lambda: list(FAMILIES), metadata={"help": "attack-suite families scored on their held-out pools (empty: skip the suite)"})
     entities: list[str] | None = field(default=None, metadata={"help": "entity names the entity family rewrites (default: the SST-2 recipe's names)"})
+    paraphrase_model: str | None = field(default=None, metadata={"help": "a causal LM (packaged:NAME, hub id or folder) whose greedy, disk-cached "
+                                                                   "rewrites join the paraphrase family (default: rule-based rewrites only)"})
     membership: bool = field(default=True, metadata={"help": "run the membership-inference attack"})
     relearn: bool = field(default=True, metadata={"help": "run the relearning attack"})
 
@@ -71,6 +73,14 @@ class AuditConfig:
             raise ConfigError("audit.relearn_samples/relearn_max_steps/relearn_learning_rate are invalid", "use positive values")
         if not 0 < self.relearn_target <= 1:
             raise ConfigError(f"audit.relearn_target={self.relearn_target} is out of range", "use a fraction in (0, 1]")
+
+
+def _paraphraser(model: str | None):
+    if not model:
+        return None
+    from spul.models.paraphrase import paraphraser_for
+
+    return paraphraser_for(model)
 
 
 @dataclass
@@ -145,7 +155,10 @@ def run_audit(run_cfg, artifact: str | Path, cfg: AuditConfig | None = None, dat
         report["attack_suite"] = run_suite(
             [("without_unlearning", before.model, before.intervention), ("with_unlearning", after.model, after.intervention)],
             {s.value: _rows(data, s) for s in (Split.TEST_FORGET, Split.TEST_RETAIN)}, task_cfg, tokenizer, run_cfg.model.max_length,
-            list(cfg.families), cfg.entities if cfg.entities is not None else default_entities(), cfg.seed, cfg.batch_size)
+            list(cfg.families), cfg.entities if cfg.entities is not None else default_entities(), cfg.seed, cfg.batch_size,
+            paraphraser=_paraphraser(cfg.paraphrase_model))
+        if cfg.paraphrase_model:
+            report["attack_suite_paraphraser"] = {"model": cfg.paraphrase_model, "identity": _paraphraser(cfg.paraphrase_model).identity}
 
     # 3. relearning
     forget_texts, forget_labels = _rows(data, Split.TRAIN_FORGET)

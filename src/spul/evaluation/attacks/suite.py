@@ -52,10 +52,12 @@ def attacked_accuracy(model, task_cfg: TaskConfig, tokenizer, max_length: int, r
 
 
 def run_suite(subjects: list[tuple[str, Any, Any]], split_rows: dict[str, tuple[list[str], np.ndarray]], task_cfg: TaskConfig,
-              tokenizer, max_length: int, families: list[str], entities: list[str], seed: int = 0, batch_size: int = 16) -> dict[str, Any]:
-    """``subjects``: (key, model, intervention). Returns {family: {"examples": [...], key: {split: accuracy}}} with a ``none`` row first."""
+              tokenizer, max_length: int, families: list[str], entities: list[str], seed: int = 0, batch_size: int = 16,
+              paraphraser: Any = None) -> dict[str, Any]:
+    """``subjects``: (key, model, intervention). Returns {family: {"examples": [...], key: {split: accuracy}}} with a ``none`` row first.
+    ``paraphraser`` (``spul.models.paraphrase.ModelParaphraser``) adds model rewrites to the paraphrase family."""
     suite = AttackSuite(seed=seed, entities=entities, label_words=task_cfg.label_words,
-                        multiple_choice=task_cfg.kind is TaskKind.MULTIPLE_CHOICE)
+                        multiple_choice=task_cfg.kind is TaskKind.MULTIPLE_CHOICE, paraphraser=paraphraser)
     out: dict[str, Any] = {}
     for family in ["none", *families]:
         entry: dict[str, Any] = {"examples": []}

@@ -136,34 +136,91 @@ def _split(n: int, fraction: float, rng: np.random.Generator) -> tuple[np.ndarra
     return order[n_cal:], order[:n_cal]
 
 
+def training_rows(cfg: ClassifierConfig, forget_texts: list[str], retain_texts: list[str]) -> dict[str, Any]:
+    """The classifier's fit and calibration rows: ``{"fit"|"calibration": {"texts", "labels", "attacks"}}``.
+
+    Each class is split into fit and calibration rows (seeded); with ``cfg.augment`` enabled, attacked copies
+    (training pools only, ``spul.data.attacks.attacked_copies``) of forget rows (label 1) and retain rows
+    (label 0) join the part their original row is in, so no row's copy crosses from fit to calibration.
+    ``attacks`` holds ``None`` for an original row and the attack id for a copy; ``rows`` the original row's index.
+    """
+    from spul.data.attacks import AttackSuite, attacked_copies, default_entities
+
+    rng = np.random.default_rng(cfg.seed)
+    parts = {p: {"texts": [], "labels": [], "attacks": [], "rows": []} for p in ("fit", "calibration")}
+    aug = cfg.augment
+    seed = aug.seed if aug.seed is not None else cfg.seed
+    suite = None
+    if aug.enabled:
+        from spul.models.paraphrase import paraphraser_for
+
+        suite = AttackSuite(seed=seed, entities=aug.entities if aug.entities is not None else default_entities(),
+                            paraphraser=paraphraser_for(aug.paraphrase_model))
+    for side, texts, label in (("forget", forget_texts, 1), ("retain", retain_texts, 0)):
+        fit, cal = _split(len(texts), cfg.calibration_fraction, rng)
+        copies = attacked_copies(suite, aug, texts, side, seed=seed) if suite is not None else []
+        for part, rows in (("fit", fit), ("calibration", cal)):
+            keep = set(int(i) for i in rows)
+            out = parts[part]
+            for i in rows:
+                out["texts"].append(texts[i])
+                out["labels"].append(label)
+                out["attacks"].append(None)
+                out["rows"].append(int(i))
+            for i, attack, text in copies:
+                if i in keep:
+                    out["texts"].append(text)
+                    out["labels"].append(label)
+                    out["attacks"].append(attack)
+                    out["rows"].append(int(i))
+    return parts
+
+
 def train_classifier(cfg: ClassifierConfig, forget_texts: list[str], retain_texts: list[str],
                      embedder: Any = None) -> PromptClassifier:
-    """Fit the head on (1 − calibration_fraction) of each class; set the threshold on the held-out rest."""
+    """Fit the head on (1 − calibration_fraction) of each class; set the threshold on the held-out rest.
+
+    With ``cfg.augment`` the fit and calibration parts also hold attacked copies of their rows (``training_rows``),
+    so the conformal threshold bounds the error rate on the mix of plain and attacked queries."""
     from sklearn.linear_model import LogisticRegression
 
     if len(forget_texts) < 2 or len(retain_texts) < 2:
         raise DataError("the ECO classifier needs at least 2 forget and 2 retain training texts", "use larger training splits")
     embedder = embedder or CachedEmbedder(cfg.encoder)
-    rng = np.random.default_rng(cfg.seed)
-    f_fit, f_cal = _split(len(forget_texts), cfg.calibration_fraction, rng)
-    r_fit, r_cal = _split(len(retain_texts), cfg.calibration_fraction, rng)
-    xf, xr = embedder(list(forget_texts)), embedder(list(retain_texts))
-    x = np.concatenate([xf[f_fit], xr[r_fit]])
-    y = np.concatenate([np.ones(len(f_fit)), np.zeros(len(r_fit))])
+    rows = training_rows(cfg, list(forget_texts), list(retain_texts))
+    fit, cal = rows["fit"], rows["calibration"]
+    x = embedder(fit["texts"])
+    y = np.asarray(fit["labels"], dtype=float)
     head = LogisticRegression(C=cfg.regularization, class_weight="balanced", max_iter=2000, random_state=cfg.seed).fit(x, y)
     clf = PromptClassifier(head.coef_[0].astype(np.float64), float(head.intercept_[0]), cfg.threshold, False, cfg.encoder, embedder=embedder)
-    cal_f = clf.scores([forget_texts[i] for i in f_cal])
-    cal_r = clf.scores([retain_texts[i] for i in r_cal])
+    cal_scores = clf.scores(cal["texts"])
+    cal_labels = np.asarray(cal["labels"])
+    cal_f, cal_r = cal_scores[cal_labels == 1], cal_scores[cal_labels == 0]
     if cfg.conformal is ConformalSide.RETAIN:
         clf.threshold, clf.inclusive = conformal_threshold(cal_r, cfg.alpha, ConformalSide.RETAIN)
     elif cfg.conformal is ConformalSide.FORGET:
         clf.threshold, clf.inclusive = conformal_threshold(cal_f, cfg.alpha, ConformalSide.FORGET)
+
+    def count(part: dict[str, list], label: int, attacked: bool) -> int:
+        return sum(1 for lab, a in zip(part["labels"], part["attacks"]) if lab == label and (a is not None) == attacked)
+
     clf.info = {
-        "decision": cfg.conformal.value, "alpha": cfg.alpha, "fit_rows": {"forget": len(f_fit), "retain": len(r_fit)},
-        "calibration_rows": {"forget": len(f_cal), "retain": len(r_cal)},
+        "decision": cfg.conformal.value, "alpha": cfg.alpha,
+        "fit_rows": {"forget": count(fit, 1, False), "retain": count(fit, 0, False)},
+        "calibration_rows": {"forget": count(cal, 1, False), "retain": count(cal, 0, False)},
         "calibration": {"fpr": float(decide(cal_r, clf.threshold, clf.inclusive).mean()),
                         "fnr": float(1 - decide(cal_f, clf.threshold, clf.inclusive).mean())},
     }
+    if cfg.augment.enabled:
+        families: dict[str, int] = {}
+        for part in (fit, cal):
+            for a in part["attacks"]:
+                if a is not None:
+                    fam = a.split(":", 1)[0] if "+" not in a else "combined"
+                    families[fam] = families.get(fam, 0) + 1
+        clf.info["augmented_rows"] = {"fit": {"forget": count(fit, 1, True), "retain": count(fit, 0, True)},
+                                      "calibration": {"forget": count(cal, 1, True), "retain": count(cal, 0, True)},
+                                      "families": dict(sorted(families.items()))}
     return clf
 
 

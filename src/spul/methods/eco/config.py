@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from spul.data.attacks import AugmentConfig
 from spul.errors import ConfigError
 from spul.interventions.corruption_config import CorruptionConfig, DimSelect  # noqa: F401 - re-exported as ECO settings
 
@@ -45,9 +46,20 @@ class ClassifierConfig:
     threshold: float = 0.5  # used when conformal = none
     calibration_fraction: float = 0.25  # of each training split, held out from the head's training
     seed: int = 0
+    # robust classifier: attacked copies of forget (positive) and retain (negative) rows from the attack suite's
+    # training pools (families, fraction = share of rows that get one copy, entities, seed; start_epoch must be 0)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
         self.conformal = ConformalSide(self.conformal)
+        if isinstance(self.augment, dict):
+            self.augment = AugmentConfig(**self.augment)
+        if self.augment.start_epoch != 0:
+            raise ConfigError(f"classifier augment.start_epoch={self.augment.start_epoch} has no meaning for the classifier (it has no epochs)",
+                              "leave start_epoch at 0 in the classifier's augment section")
+        if self.augment.families and not [f for f in self.augment.families if f != "template"]:
+            raise ConfigError("classifier augment.families has only 'template', which does not change the text the classifier reads",
+                              "add a text family: injection, paraphrase, entity or combined")
         if not 0.0 < self.alpha < 1.0:
             raise ConfigError(f"eco.classifier.alpha={self.alpha} is out of range", "use an error rate in (0, 1), e.g. 0.05")
         if not 0.0 <= self.threshold <= 1.0:

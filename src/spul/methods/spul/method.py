@@ -46,6 +46,12 @@ def train(job: TrainJob) -> Path:
         model, tokenizer = load_model(model_cfg)
     fingerprint = weights_fingerprint(model)
     inputs = training_inputs(job, fingerprint)
+    paraphraser = None
+    if ucfg.augment.enabled and ucfg.augment.paraphrase_model:  # model rewrites: the paraphrase model's weights decide them too
+        from spul.models.paraphrase import paraphraser_for
+
+        paraphraser = paraphraser_for(ucfg.augment.paraphrase_model)
+        inputs["paraphraser"] = paraphraser.identity
     if job.resume and resume_keys.artifact_is_current(_existing_metadata(Path(job.artifact_dir)), inputs):
         log.info("artifact is up to date for these inputs: %s", job.artifact_dir)
         return Path(job.artifact_dir)
@@ -59,16 +65,23 @@ def train(job: TrainJob) -> Path:
     sharding = shard_frozen_base(peft_model, args.device) if shard else None  # args.device initialises torch.distributed
     if sharding:
         log.info("frozen weights sharded over %(processes)d processes: %(frozen_parameters_here)d of %(frozen_parameters)d here", sharding)
-    dataset, callbacks = AnswerDataset(examples), list(job.callbacks or [])
+    dataset, callbacks, search = AnswerDataset(examples), list(job.callbacks or []), None
     if ucfg.augment.enabled:  # robust training: forget and retain rows rewritten by the attack suite's training pools
         from spul.methods.augmentation import AugmentedDataset, AugmentEpochCallback
 
-        dataset = AugmentedDataset(examples, data, encoder, ucfg.augment, seed=ucfg.seed)
+        dataset = AugmentedDataset(examples, data, encoder, ucfg.augment, seed=ucfg.seed, paraphraser=paraphraser)
         callbacks.append(AugmentEpochCallback(dataset))
+        if ucfg.augment.adversarial_every:  # adversarial injection search against the current prompt
+            from spul.methods.augmentation import AdversarialSearchCallback
+
+            search = AdversarialSearchCallback(dataset, peft_model, encoder)
+            callbacks.append(search)
     trainer = SpulTrainer(model=peft_model, args=args, train_dataset=dataset, data_collator=AnswerCollator(tokenizer.pad_token_id),
                           callbacks=callbacks or job.callbacks)
     resuming = resume_keys.prepare_checkpoints(checkpoints, inputs, job.resume, "unlearn") if is_main_process() else job.resume
     last = get_last_checkpoint(str(checkpoints)) if resuming and checkpoints.is_dir() else None
+    if search is not None:
+        search.restore(last)
     started = time.time()
     result = trainer.train(resume_from_checkpoint=last)
     seconds = time.time() - started
@@ -87,7 +100,8 @@ def train(job: TrainJob) -> Path:
         "training": {"seconds": round(seconds, 1), "steps": trainer.state.global_step, "resumed_from": last,
                      "final_loss": round(float(result.training_loss), 5), "sharding": sharding,
                      "engine": engine_name(trainer.model_wrapped),
-                     "complete": trainer.state.global_step >= trainer.state.max_steps},
+                     "complete": trainer.state.global_step >= trainer.state.max_steps,
+                     **({"adversarial": search.found} if search is not None else {})},
         "resume_key": resume_keys.resume_key(inputs),
     }
     try:
