@@ -12,16 +12,27 @@ from spul.models.deep_prompt import deep_prefix_applied
 from spul.models.prefix_cache import KeyValues
 
 
+class DeepLayers:
+    """A deep prompt's per-layer keys/values in the shape serving reads a soft prompt's ``PrefixCache`` in
+    (``layers``, ``length``): the serving path hands them to the decoder as the cache in front of the request."""
+
+    def __init__(self, layers: KeyValues):
+        self.layers = layers
+        self.length = int(layers[0][0].shape[-2])
+
+
 class DeepPrompt(Intervention):
     """A deep soft prompt (SPUL with ``prompt_encoder: prefix_tuning``). While applied, a pre-hook on the decoder
-    puts ``layers`` in front of every forward that starts without a cache (evaluation, the audit); it has no
-    input-embedding ``vectors``, so the vLLM export and the embedding-prompt serving path refuse it."""
+    puts ``layers`` in front of every forward that starts without a cache (evaluation, the audit). Serving reads
+    ``prefix`` (the same keys/values) and passes it as the cache itself, for scoring and for ``generate``. It has
+    no input-embedding ``vectors``, so the vLLM export (prompt embeddings only) refuses it."""
 
     kind = "spul_deep"
 
     def __init__(self, name: str, layers: KeyValues, **kwargs: Any):
         super().__init__(name, **kwargs)
         self.layers = layers
+        self.prefix = DeepLayers(layers)
 
     @contextlib.contextmanager
     def applied(self, model, texts: list[str], prompts: list[list[int]]) -> Iterator[RowHook | None]:

@@ -19,6 +19,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
+from spul.errors import ModelError
 from spul.models.forward import decoder_of, unwrap
 from spul.models.prefix_cache import KeyValues, expanded_cache, prefix_key_values
 from spul.models.seeding import seeded
@@ -90,7 +91,8 @@ def deep_prefix_applied(model, layers: KeyValues, rows_on: Callable[[], "np.ndar
     length = layers[0][0].shape[-2]
 
     def pre_hook(module, args, kwargs):
-        if args or kwargs.get("past_key_values") is not None:
+        # a forward with a cache (``cache`` in newer transformers, ``past_key_values`` before) continues from it
+        if args or kwargs.get("past_key_values") is not None or kwargs.get("cache") is not None:
             return None
         mask = kwargs.get("attention_mask")
         ids, embeds = kwargs.get("input_ids"), kwargs.get("inputs_embeds")
@@ -100,7 +102,8 @@ def deep_prefix_applied(model, layers: KeyValues, rows_on: Callable[[], "np.ndar
         if on is not None:
             on = np.asarray(on, dtype=bool)
             if on.shape != (batch,):
-                raise RuntimeError(f"gated deep prompt: {on.shape[0]} row flags for a batch of {batch} rows")
+                raise ModelError(f"the deep prompt has row flags for {on.shape[0]} rows but the batch has {batch}",
+                                 "flag the rows of each forward (the intervention's hook) before running it")
             if not on.any():
                 return None
             on = None if on.all() else on
