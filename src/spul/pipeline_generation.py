@@ -297,9 +297,9 @@ def summarise_state(data: GenerationData, records: dict[str, dict[str, list]], r
     row: dict[str, Any] = passages_summary(records, reference)
     if "verbmem_forget" in records:
         row["unique_token_ratio"] = float(np.mean(records["verbmem_forget"]["unique_token_ratio"]))
-    ppl = [v for v in records.get("fluency", {}).get("output_perplexity", []) if v == v]
-    if ppl:
-        row["output_perplexity"] = float(np.mean(ppl))
+    if "fluency" in records:  # NaN when every continuation is empty (nothing to score)
+        ppl = [v for v in records["fluency"]["output_perplexity"] if v == v]
+        row["output_perplexity"] = float(np.mean(ppl)) if ppl else float("nan")
     return row
 
 
