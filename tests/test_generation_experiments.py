@@ -182,3 +182,23 @@ def test_spul_passage_examples_refuse_forget_openings(tiny_model):
     assert len(openings) >= len(data["verbmem_forget"]) and enc.task.kind.value == "completion"
     retain = [e for e in examples if not e.is_forget]
     assert len(retain) >= len(data["retain"]) + len(data["knowmem_retain"])
+
+
+def test_passages_experiment_table(tmp_path, tiny_model_dir):
+    """The experiment runner on passage data: MUSE-style rows (VerbMem, KnowMem, PrivLeak) and one selected cell per method."""
+    from spul.configuration import from_dict
+    from spul.experiments.generation import GenerationExperimentConfig, run_generation_experiment
+    from spul.io import read_json
+
+    values = _experiment_values(tmp_path, tiny_model_dir, task={"kind": "completion"}, max_answer_length=12,
+                                data={"source": "generated:passages", "generator": {"num_passages": 5, "num_forget": 1, "num_holdout": 1}})
+    values["model"]["max_length"] = 96
+    values["methods"][1]["grid"] = {"learning_rate": [1e-3]}
+    outcome = run_generation_experiment(from_dict(GenerationExperimentConfig, values))
+    assert sorted(outcome.computed) == ["ga_gd-learning_rate=0.001", "spul"]
+    rows = read_json(tmp_path / "exp" / "results.json")["rows"]
+    assert [r["id"] for r in rows] == ["base", "retain_only", "spul", "ga_gd-learning_rate=0.001"]
+    assert all("verbmem_forget" in r and "priv_leak" in r and "knowmem_retain" in r for r in rows)
+    assert rows[1]["priv_leak"] == 0.0 and all(r["selected"] for r in rows)
+    md = (tmp_path / "exp" / "results.md").read_text()
+    assert "VerbMem forget" in md and "Selected per method" in md and "lowest verbmem_forget" in md
