@@ -34,8 +34,8 @@ from spul.data.tasks import GenerationTaskConfig
 from spul.errors import ConfigError
 from spul.experiments.config import MethodSpec
 from spul.experiments.measure import measure
-from spul.experiments.runner import Cell, ExperimentOutcome, plan_cells, shard_cells
-from spul.io import read_json, sha256_text, write_json, write_text
+from spul.experiments.runner import Cell, ExperimentOutcome, plan_cells, run_cells, shard_cells
+from spul.io import read_json, sha256_text, write_text
 from spul.methods.finetune.config import FinetuneConfig
 from spul.models.config import ModelConfig
 from spul.run_config_generation import GenerationEvaluation, GenerationRunConfig
@@ -209,19 +209,7 @@ class GenerationExperimentRunner:
             mine = shard_cells(cells, *shard)
             outcome.others = [c.id for c in cells if c.id not in {m.id for m in mine}]
             cells = mine
-        for i, cell in enumerate(cells, 1):
-            record = self.cached(cell)
-            if record is not None:
-                record["name"] = cell.display
-                outcome.skipped.append(cell.id)
-                self.say(f"[{i}/{len(cells)}] {cell.id}: cached")
-            else:
-                self.say(f"[{i}/{len(cells)}] {cell.id}: running")
-                record = self.compute(cell)
-                write_json(self.cell_path(cell.id), record)
-                outcome.computed.append(cell.id)
-                self.say(f"[{i}/{len(cells)}] {cell.id}: done in {record['info']['wall_seconds']:.0f} s")
-            outcome.cells.append(record)
+        run_cells(self, cells, outcome)
         if shard is None:
             self.write_outputs(outcome)
         return outcome
