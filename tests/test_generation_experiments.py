@@ -117,6 +117,12 @@ def test_general_rows_train_the_retain_side(tmp_path, tiny_model_dir):
     ids = generate_ids(model, [enc.encode_prompt(q) for q in data["general"]["question"]], pad_id=enc.pad_id, eos_id=tok.eos_token_id,
                        decoding=DecodingConfig(max_new_tokens=7))
     assert own == [enc.decode(r) or a for r, a in zip(ids, data["general"]["answer"])]
+    from spul.data.generated_text import GENERAL_FACTS, generate_authors
+    from spul.errors import DataError
+
+    with pytest.raises(DataError, match="num_general"):
+        generate_authors(num_general=len(GENERAL_FACTS) + 1)
+    assert "general" not in generate_authors(num_authors=3, num_general=0)
     off = from_dict(GenerationRunConfig, {**values, "general_retain": False})
     assert len(pg.training_view(off, data)["retain"]) == len(data["retain"])
     assert len(pg.unlearning_view(off, data, model, tok)["retain"]) == len(data["retain"])
