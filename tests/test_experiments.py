@@ -134,16 +134,22 @@ def test_every_bundled_experiment_config_validates():
     """The shipped experiment configs are typed and validated at load: a typo there would only surface mid-run."""
     from importlib import resources
 
-    from spul.configuration import load_config
+    from spul.configuration import load_config, load_yaml
     from spul.experiments import ExperimentConfig
+    from spul.experiments.generation import GenerationExperimentConfig
     from spul.experiments.runner import plan_cells
+    from spul.run_config_generation import is_generation_config
 
     folder = resources.files("spul") / "configs" / "experiments"
     names = sorted(p.name for p in folder.iterdir() if p.name.endswith(".yaml"))
     assert len(names) >= 9
+    generative = []
     for name in names:
-        cfg = load_config(ExperimentConfig, str(folder / name), [])
+        generation = is_generation_config(load_yaml(str(folder / name)))
+        generative += [name] if generation else []
+        cfg = load_config(GenerationExperimentConfig if generation else ExperimentConfig, str(folder / name), [])
         assert plan_cells(cfg), name
+    assert "tofu_authors_cpu.yaml" in generative
 
 
 def test_eco_is_a_row_of_the_experiment(tmp_path, tiny_model_dir):

@@ -126,7 +126,9 @@ def test_reference_models_are_cached_by_their_inputs(tmp_path, tiny_model_dir):
     data = pg.prepare(cfg)
     path = pg.train_reference(cfg, data, "retain_only")
     stamp = read_json(cfg.out / "retain_only" / "done.json")
-    assert stamp["examples"] == len(data["retain"]) and stamp["with_forget"] is False and len(stamp["fingerprint"]) > 8
+    # the retain side includes the general-knowledge rows (general_retain, on by default)
+    assert stamp["examples"] == len(data["retain"]) + len(data["general"]) and stamp["with_forget"] is False
+    assert len(stamp["fingerprint"]) > 8
     mtime = (cfg.out / "retain_only" / "done.json").stat().st_mtime_ns
     assert pg.train_reference(cfg, data, "retain_only") == path
     assert (cfg.out / "retain_only" / "done.json").stat().st_mtime_ns == mtime  # reused

@@ -1,6 +1,6 @@
-"""``GenerationRunConfig``: one generative unlearning run (task kind ``qa``), importable without torch.
+"""``GenerationRunConfig``: one generative unlearning run (task kind ``qa`` or ``completion``), importable without torch.
 
-A config whose ``task.kind`` is ``qa`` (e.g. the bundled ``quickstart_generation``) is read into this class
+A config whose ``task.kind`` is ``qa`` or ``completion`` (e.g. the bundled ``quickstart_generation``) is read into this class
 instead of ``RunConfig``; ``spul run`` then runs ``spul.pipeline_generation``.
 """
 
@@ -29,7 +29,8 @@ class GenerationEvaluation:
     batch_size: int = field(default=16, metadata={"help": "rows per generation / scoring batch"})
     max_new_tokens: int = field(default=32, metadata={"help": "token limit of each generated answer"})
     sets: list[str] = field(default_factory=lambda: ["forget", "retain", "world_facts"],
-                            metadata={"help": "sets to evaluate (forget is required; the rest count toward model utility)"})
+                            metadata={"help": "qa sets to evaluate (forget is required; the rest count toward model utility); passage "
+                                                          "(completion) data is scored on every MUSE set it has"})
     plot: bool = field(default=True, metadata={"help": "draw forget quality against model utility (report/fq_vs_utility.png)"})
 
     def __post_init__(self) -> None:
@@ -50,15 +51,18 @@ class GenerationRunConfig:
     max_answer_length: int = field(default=48, metadata={"help": "answer tokens trained and scored (EOS included)"})
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig, metadata={"help": "familiarisation (forget + retain) and retain-only fine-tunes"})
     retain_only: bool = field(default=True, metadata={"help": "train the retain-only reference model (forget quality needs it)"})
+    general_retain: bool = field(default=True, metadata={
+        "help": "train on the data's general set (general-knowledge QA, disjoint from the evaluated world_facts) as retain "
+                "rows: in the fine-tunes with its answers, in unlearning with the familiarised model's own answers, so the "
+                "method keeps answering what it should not forget (qa data that has a general set)"})
     unlearn: Any = field(default_factory=SpulConfig, metadata={"help": "unlearning method (unlearn.method) and its settings"})
     evaluation: GenerationEvaluation = field(default_factory=GenerationEvaluation)
 
     def __post_init__(self) -> None:
         if not str(self.output_dir).strip():
             raise ConfigError("output_dir is empty", "set output_dir to a folder for the run's files")
-        if self.task.kind is not TaskKind.QA:
-            raise ConfigError(f"task.kind={self.task.kind.value}: the generative runner runs qa tasks only so far",
-                              "use task.kind=qa (completion / passages are evaluated with spul.evaluation.generation_metrics)")
+        if self.task.kind not in (TaskKind.QA, TaskKind.COMPLETION):
+            raise ConfigError(f"task.kind={self.task.kind.value} is not a generative task", "use task.kind=qa or task.kind=completion")
         if isinstance(self.unlearn, dict):
             values = dict(self.unlearn)
             name = str(values.pop("method", None) or "spul")

@@ -91,6 +91,22 @@ WORLD_FACTS = (
     ("Which gas do plants take in to make sugar?", "carbon dioxide", ("oxygen", "helium", "neon")),
     ("Which animal is known for its long trunk?", "the elephant", ("the giraffe", "the zebra", "the camel")),
 )
+# general knowledge for *training* (the fine-tunes and the unlearning methods' retain side), disjoint from the
+# evaluated WORLD_FACTS: a model that only ever trains on authors learns to treat every question as one
+GENERAL_FACTS = (
+    ("What is the capital of Italy?", "The capital of Italy is Rome.", "Rome", ("Milan", "Naples", "Turin")),
+    ("How many wheels does a bicycle have?", "A bicycle has two wheels.", "two", ("three", "four", "one")),
+    ("What colour is the sky on a clear day?", "On a clear day the sky is blue.", "blue", ("green", "red", "yellow")),
+    ("Which animal barks?", "The dog is the animal that barks.", "the dog", ("the cat", "the cow", "the horse")),
+    ("How many months are in a year?", "A year has twelve months.", "twelve", ("ten", "eleven", "thirteen")),
+    ("What is the capital of Spain?", "The capital of Spain is Madrid.", "Madrid", ("Seville", "Valencia", "Bilbao")),
+    ("What do bees make?", "Bees make honey.", "honey", ("milk", "silk", "wax paper")),
+    ("Which planet do we live on?", "We live on the planet Earth.", "Earth", ("Mars", "Venus", "Saturn")),
+    ("How many hours are in a day?", "A day has twenty-four hours.", "twenty-four", ("twelve", "twenty", "thirty")),
+    ("What is the opposite of hot?", "The opposite of hot is cold.", "cold", ("warm", "wet", "bright")),
+    ("Which season comes after winter?", "Spring comes after winter.", "spring", ("summer", "autumn", "monsoon")),
+    ("What is the capital of Germany?", "The capital of Germany is Berlin.", "Berlin", ("Munich", "Hamburg", "Cologne")),
+)
 
 TOFU_FORGET_SPLITS = {"forget01": 0.01, "forget05": 0.05, "forget10": 0.10}
 
@@ -131,8 +147,10 @@ def author_names(num_authors: int, seed: int) -> list[str]:
 
 
 def generate_authors(seed: int = 0, num_authors: int = 20, forget: str | float | list[str] = "forget10",
-                     questions_per_author: int = 12, num_perturbed: int = 3) -> dict[str, pd.DataFrame]:
-    """Sets ``forget``, ``retain`` (QA about the remaining authors) and ``world_facts``.
+                     questions_per_author: int = 12, num_perturbed: int = 3, num_general: int = len(GENERAL_FACTS)) -> dict[str, pd.DataFrame]:
+    """Sets ``forget``, ``retain`` (QA about the remaining authors), ``world_facts`` (evaluated general knowledge)
+    and ``general`` (``num_general`` other general-knowledge questions with full-sentence answers, for training
+    the retain side; never evaluated, so world_facts stays unseen).
 
     Columns: ``author``, ``fact`` (the value alone), ``question``, ``answer``, ``paraphrased_answer``,
     ``perturbed_answer`` (a list). Answers restate the question's subject (as TOFU's do), so ROUGE-L recall
@@ -142,6 +160,8 @@ def generate_authors(seed: int = 0, num_authors: int = 20, forget: str | float |
         raise DataError(f"questions_per_author={questions_per_author} must be 1..{len(QUESTIONS)}", "ask for fewer questions per author")
     if not 1 <= num_perturbed <= 5:
         raise DataError(f"num_perturbed={num_perturbed} must be 1..5", "use 3 (TOFU uses 5)")
+    if not 0 <= num_general <= len(GENERAL_FACTS):
+        raise DataError(f"num_general={num_general} must be 0..{len(GENERAL_FACTS)}", f"use at most {len(GENERAL_FACTS)}")
     if num_authors < 2:
         raise DataError(f"num_authors={num_authors} leaves no retain authors", "use at least 2 authors")
     names = author_names(num_authors, seed)
@@ -182,7 +202,13 @@ def generate_authors(seed: int = 0, num_authors: int = 20, forget: str | float |
     for question, answer, distractors in WORLD_FACTS:
         world.append({"author": "", "fact": answer, "question": question, "answer": answer, "paraphrased_answer": answer,
                       "perturbed_answer": list(distractors[:num_perturbed])})
-    return {"forget": pd.DataFrame(rows["forget"]), "retain": pd.DataFrame(rows["retain"]), "world_facts": pd.DataFrame(world)}
+    sets = {"forget": pd.DataFrame(rows["forget"]), "retain": pd.DataFrame(rows["retain"]), "world_facts": pd.DataFrame(world)}
+    if num_general:
+        sets["general"] = pd.DataFrame([{"author": "", "fact": fact, "question": q, "answer": a, "paraphrased_answer": a,
+                                         "perturbed_answer": [re.sub(re.escape(fact), w, a, count=1, flags=re.IGNORECASE)
+                                                             for w in wrong[:num_perturbed]]}
+                                        for q, a, fact, wrong in GENERAL_FACTS[:num_general]])
+    return sets
 
 
 # ---------------------------------------------------------------------------------------------------------

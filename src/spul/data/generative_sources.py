@@ -5,7 +5,8 @@ A ``GenerationData`` is a set of named tables:
 
 * ``qa`` (TOFU layout): ``forget`` and ``retain`` (``question``, ``answer``; for the truth ratio also
   ``paraphrased_answer`` and a ``perturbed_answer`` list), optionally ``retain_eval`` (TOFU's
-  ``retain_perturbed``), ``real_authors`` and ``world_facts`` (utility sets).
+  ``retain_perturbed``), ``real_authors`` and ``world_facts`` (utility sets), and ``general`` (general-knowledge
+  QA the runs *train* on as retain rows, disjoint from world_facts; ``generated:authors`` makes one).
 * ``completion`` (MUSE layout): ``forget`` / ``retain`` / ``holdout`` passages (``text``), ``verbmem_forget``
   (``prompt``, ``gt``: the start of a forget passage and its true continuation), ``knowmem_forget`` and
   ``knowmem_retain`` (``question``, ``answer``).
@@ -143,7 +144,7 @@ class GenerationData:
 
 
 def _expected_columns(name: str) -> tuple[str, ...]:
-    if name.startswith("knowmem") or name in ("retain_eval", "real_authors", "world_facts"):
+    if name.startswith("knowmem") or name in ("retain_eval", "real_authors", "world_facts", "general"):
         return QA_COLUMNS
     if name.startswith("verbmem"):
         return ("prompt", "gt")

@@ -511,6 +511,25 @@ def tofu_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+PASSAGE_COLUMNS = (("verbmem_forget", "VerbMem forget ↓"), ("knowmem_forget", "KnowMem forget ↓"), ("knowmem_retain", "KnowMem retain ↑"),
+                   ("auc", "Min-K%++ AUC"), ("priv_leak", "PrivLeak (→ 0)"), ("unique_token_ratio", "unique-token ratio ↑"),
+                   ("output_perplexity", "PPL under base"))
+
+
+def passages_table(rows: Sequence[dict[str, Any]]) -> str:
+    """A Markdown table, one row per ``{"method": name, **passages_summary(...)}`` (+ fluency); missing numbers '–'."""
+    head = ["Method"] + [title for _, title in PASSAGE_COLUMNS]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
+    for row in rows:
+        cells = [str(row.get("method", "?"))]
+        for key, _ in PASSAGE_COLUMNS:
+            value = row.get(key)
+            cells.append("–" if value is None or (isinstance(value, float) and math.isnan(value)) else
+                         f"{value:+.3f}" if key == "priv_leak" else f"{value:.1f}" if key == "output_perplexity" else f"{value:.3f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def write_generation_report(rows: Sequence[dict[str, Any]], folder: str | Path, title: str = "Generative unlearning",
                             extra: dict[str, Any] | None = None) -> tuple[Path, Path]:
     """``results.json`` (every number) and ``results.md`` (the TOFU-style table) in ``folder``."""

@@ -246,19 +246,7 @@ class ExperimentRunner:
             mine = shard_cells(cells, *shard)
             outcome.others = [c.id for c in cells if c.id not in {m.id for m in mine}]
             cells = mine
-        for i, cell in enumerate(cells, 1):
-            record = self.cached(cell)
-            if record is not None:
-                record["name"] = cell.display  # names may be improved between versions without recomputing
-                outcome.skipped.append(cell.id)
-                self.say(f"[{i}/{len(cells)}] {cell.id}: cached")
-            else:
-                self.say(f"[{i}/{len(cells)}] {cell.id}: running")
-                record = self.compute(cell)
-                write_json(self.cell_path(cell.id), record)
-                outcome.computed.append(cell.id)
-                self.say(f"[{i}/{len(cells)}] {cell.id}: done in {record['info']['wall_seconds']:.0f} s")
-            outcome.cells.append(record)
+        run_cells(self, cells, outcome)
         if shard is not None:
             return outcome  # the report needs every cell: a run without --shard merges them
         mark_selected(outcome.cells, self.cfg.selection.max_retain_drop)
@@ -305,6 +293,24 @@ class ExperimentRunner:
             return tsne_figure(model, encoder, data, self.out / "figures" / "tsne.png", title=cell["name"], vectors=intervention.vectors,
                                model_key=model_key, prompt_key=intervention.identity)
         return None
+
+
+def run_cells(runner, cells: list[Cell], outcome: ExperimentOutcome) -> None:
+    """Each cell read back (``runner.cached``: same key) or computed (``runner.compute``) and written to
+    ``runner.cell_path``; progress through ``runner.say``. Shared by the label and the generative runners."""
+    for i, cell in enumerate(cells, 1):
+        record = runner.cached(cell)
+        if record is not None:
+            record["name"] = cell.display  # names may be improved between versions without recomputing
+            outcome.skipped.append(cell.id)
+            runner.say(f"[{i}/{len(cells)}] {cell.id}: cached")
+        else:
+            runner.say(f"[{i}/{len(cells)}] {cell.id}: running")
+            record = runner.compute(cell)
+            write_json(runner.cell_path(cell.id), record)
+            outcome.computed.append(cell.id)
+            runner.say(f"[{i}/{len(cells)}] {cell.id}: done in {record['info']['wall_seconds']:.0f} s")
+        outcome.cells.append(record)
 
 
 def selection_rule(max_drop: float) -> str:

@@ -5,14 +5,24 @@ from __future__ import annotations
 
 
 def cmd_experiment(args) -> int:
-    from spul.configuration import load_config
+    from spul.configuration import deep_merge, from_dict, load_yaml, parse_overrides
     from spul.experiments import ExperimentConfig, run_experiment
     from spul.experiments.runner import parse_shard
     from spul.interfaces.options import overrides_of, resolve_config_path
+    from spul.run_config_generation import is_generation_config
 
     shard = parse_shard(args.shard) if args.shard else None
-    cfg = load_config(ExperimentConfig, resolve_config_path(args.config), overrides_of(args))
-    outcome = run_experiment(cfg, progress=lambda msg: print(msg, flush=True), shard=shard, shared_only=args.shared_only)
+    path = resolve_config_path(args.config)
+    values = deep_merge(load_yaml(path) if path else {}, parse_overrides(overrides_of(args)))
+    if is_generation_config(values):  # task.kind qa / completion: methods x grid on generative data
+        from spul.experiments.generation import GenerationExperimentConfig, run_generation_experiment
+
+        cfg = from_dict(GenerationExperimentConfig, values)
+        runner = run_generation_experiment
+    else:
+        cfg = from_dict(ExperimentConfig, values)
+        runner = run_experiment
+    outcome = runner(cfg, progress=lambda msg: print(msg, flush=True), shard=shard, shared_only=args.shared_only)
     if args.shared_only:
         print(f"shared steps done in {outcome.output_dir}; {len(outcome.others)} cell(s) to run (e.g. with --shard I/N)")
         return 0
@@ -22,8 +32,9 @@ def cmd_experiment(args) -> int:
         return 0
     print()
     print((outcome.output_dir / "results.md").read_text(encoding="utf-8"))
+    figures = outcome.output_dir / ("fq_vs_utility.png" if runner is not run_experiment else "figures")
     print(f"{len(outcome.computed)} cell(s) computed, {len(outcome.skipped)} cached; results: {outcome.output_dir / 'results.md'}, "
-          f"{outcome.output_dir / 'results.csv'}, figures in {outcome.output_dir / 'figures'}")
+          f"{outcome.output_dir / 'results.csv'}, figures: {figures}")
     return 0
 
 
