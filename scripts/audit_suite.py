@@ -24,6 +24,7 @@ def main() -> None:
     p.add_argument("experiment_dir")
     p.add_argument("--limit", type=int, default=120, help="rows per split (the test splits are subsampled to at most this)")
     p.add_argument("--families", default=",".join(FAMILIES))
+    p.add_argument("--cells", default="", help="comma-separated cell ids to audit (default: every cell of --kinds)")
     p.add_argument("--kinds", default="spul,eco,spul_gated", help="cell kinds to audit")
     args = p.parse_args()
     root = Path(args.experiment_dir)
@@ -34,6 +35,12 @@ def main() -> None:
     run_cfg = exp.run_config(str(root / "shared"))
     kinds = set(args.kinds.split(","))
     cells = [c for c in results["cells"] if c["kind"] in kinds and c.get("info", {}).get("artifact")]
+    if args.cells:
+        wanted = args.cells.split(",")
+        unknown = sorted(set(wanted) - {c["id"] for c in cells})
+        if unknown:
+            raise SystemExit(f"error: no audited cell {unknown[0]!r} in {root}; choose from: {', '.join(c['id'] for c in cells)}")
+        cells = [c for c in cells if c["id"] in wanted]
     acfg = AuditConfig(limit=args.limit, batch_size=16, variants=["original"], membership=False, relearn=False,
                        families=args.families.split(","))
     reports = {}

@@ -208,3 +208,23 @@ def test_passages_experiment_table(tmp_path, tiny_model_dir):
     assert rows[1]["priv_leak"] == 0.0 and all(r["selected"] for r in rows)
     md = (tmp_path / "exp" / "results.md").read_text()
     assert "VerbMem forget" in md and "Selected per method" in md and "lowest verbmem_forget" in md
+
+
+def test_generation_experiment_eco_cell_searches_toward_the_shared_retain_only_model(tmp_path, tiny_model_dir):
+    """An ECO cell of a generative experiment aims its σ search at the experiment's shared retain-only model (the
+    cell's own folder has none), and its row is evaluated through the gated corruption."""
+    from spul.configuration import from_dict
+    from spul.experiments.generation import GenerationExperimentConfig, run_generation_experiment
+    from spul.io import read_json
+
+    values = _experiment_values(tmp_path, tiny_model_dir, methods=[
+        {"name": "ECO", "kind": "eco", "settings": {"search": {"steps": 1}}}])
+    outcome = run_generation_experiment(from_dict(GenerationExperimentConfig, values))
+    assert outcome.computed == ["eco"]
+    out = tmp_path / "exp"
+    meta = read_json(out / "work" / "eco" / "artifact" / "spul.json")
+    shared = read_json(out / "shared" / "retain_only" / "done.json")
+    assert meta["search"]["log"] and meta["search"]["retain_only_value"] is not None
+    rows = {r["id"]: r for r in read_json(out / "results.json")["rows"]}
+    assert set(rows) == {"base", "retain_only", "eco"} and 0.0 <= rows["eco"]["forget_quality"] <= 1.0
+    assert shared["key"]  # the reference the search used is the experiment's own, stamped once

@@ -200,11 +200,13 @@ def train_reference(cfg: GenerationRunConfig, data: GenerationData, name: str, r
     return str(path)
 
 
-def unlearn(cfg: GenerationRunConfig, data: GenerationData, base: str, resume: bool = True, model_and_tokenizer=None) -> Path:
+def unlearn(cfg: GenerationRunConfig, data: GenerationData, base: str, resume: bool = True, model_and_tokenizer=None,
+            retain_only: str | Path | None = None) -> Path:
     """The configured method on generative examples against the familiarised model; its artifact (a soft prompt,
-    a LoRA adapter or ECO's classifier + σ, each with ``spul.json``) in ``OUTPUT/artifact``."""
+    a LoRA adapter or ECO's classifier + σ, each with ``spul.json``) in ``OUTPUT/artifact``. ``retain_only``: the
+    retain-only model folder ECO's σ search aims at (default ``OUTPUT/retain_only/model``)."""
     if cfg.method == "eco":
-        return unlearn_eco(cfg, data, base, resume, model_and_tokenizer)
+        return unlearn_eco(cfg, data, base, resume, model_and_tokenizer, retain_only)
     if cfg.method != "spul":
         return unlearn_weights(cfg, data, base, resume, model_and_tokenizer)
     from spul import resume as resume_keys
@@ -260,20 +262,23 @@ def unlearn_weights(cfg: GenerationRunConfig, data: GenerationData, base: str, r
                                     model_and_tokenizer=(model, tokenizer))
 
 
-def unlearn_eco(cfg: GenerationRunConfig, data: GenerationData, base: str, resume: bool = True, model_and_tokenizer=None) -> Path:
-    """ECO: classifier on forget vs retain questions, σ toward the retain-only model (``OUTPUT/retain_only``)."""
+def unlearn_eco(cfg: GenerationRunConfig, data: GenerationData, base: str, resume: bool = True, model_and_tokenizer=None,
+                retain_only: str | Path | None = None) -> Path:
+    """ECO: classifier on forget vs retain questions, σ toward the retain-only model (``retain_only``, a model
+    folder stamped by ``train_reference``; default ``OUTPUT/retain_only/model``)."""
     from spul.methods.generation.eco import train_eco_generative
     from spul.models.loading import load_model, weights_fingerprint
 
     model, tokenizer = model_and_tokenizer or load_model(_model_config(cfg, base))
     inputs = _method_inputs(cfg, data, weights_fingerprint(model))
     reference = None
-    stamp = cfg.out / "retain_only" / "done.json"
+    folder = Path(retain_only) if retain_only is not None else cfg.out / "retain_only" / "model"
+    stamp = folder.parent / "done.json"
     if stamp.is_file():
         inputs["retain_only"] = read_json(stamp).get("key")
 
         def reference():  # loaded only when the σ search runs (not when the artifact is up to date)
-            return load_model(_model_config(cfg, str(cfg.out / "retain_only" / "model")))[0]
+            return load_model(_model_config(cfg, str(folder)))[0]
     return train_eco_generative(model, tokenizer, encoder_for(cfg, tokenizer), data, cfg.unlearn, reference, cfg.out / "artifact",
                                 inputs, _artifact_meta(cfg, data, base, tokenizer), resume=resume)
 

@@ -175,7 +175,7 @@ class GenerationExperimentRunner:
         from spul import pipeline_generation as pg
         from spul.resume import StaleCheckpoints
 
-        data, base, _ = self.shared()
+        data, base, reference = self.shared()
         started = time.perf_counter()
         mcfg = cell.spec.method_config(cell.params)
         work = self.out / "work" / cell.id
@@ -183,9 +183,9 @@ class GenerationExperimentRunner:
         udata = self.unlearning_data()
         with measure() as cost:
             try:
-                artifact = pg.unlearn(ccfg, udata, base)
+                artifact = pg.unlearn(ccfg, udata, base, retain_only=reference)
             except StaleCheckpoints:  # a changed setting recomputes the cell: its work folder is scratch space
-                artifact = pg.unlearn(ccfg, udata, base, resume=False)
+                artifact = pg.unlearn(ccfg, udata, base, resume=False, retain_only=reference)
         _, records = pg.artifact_records(ccfg, data, base, artifact, self.base_model(), cache_dir=work / "cache", name=cell.display)
         info = {"artifact": str(artifact), "train_seconds": round(cost.seconds, 2), "peak_memory_mb": cost.peak_memory_mb,
                 "memory_kind": cost.memory_kind, "settings": to_dict(mcfg), "wall_seconds": round(time.perf_counter() - started, 2)}
