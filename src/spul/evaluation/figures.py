@@ -73,6 +73,40 @@ def tradeoff_plot(cells: Sequence[Cell], path: str | Path, split_pair: tuple[str
     return _save(fig, path)
 
 
+def attack_tradeoff_plot(suites: dict[str, dict[str, Any]], path: str | Path, title: str = "") -> Path:
+    """One point per method and attack family: test-forget accuracy (↓) against test-retain accuracy (↑) with the
+    artifact applied; the base model under each family is a grey cross. ``suites``: method name → the audit's
+    ``attack_suite`` block (family → ``with_unlearning`` / ``without_unlearning`` accuracies in [0, 1])."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.2, 5.2), dpi=120)
+    colours = plt.get_cmap("tab10")
+    families = list(dict.fromkeys(f for suite in suites.values() for f in suite))
+    shapes = dict(zip(families, ["o", "s", "D", "^", "v", "P", "X", "h", "<", ">"]))
+    first = next(iter(suites.values()), {})
+    for fam in families:
+        if fam in first:
+            base = first[fam]["without_unlearning"]
+            ax.scatter([100 * base["test_forget"]], [100 * base["test_retain"]], marker="x", color="grey", s=30, zorder=2)
+    for k, (method, suite) in enumerate(suites.items()):
+        for fam in families:
+            if fam not in suite:
+                continue
+            w = suite[fam]["with_unlearning"]
+            ax.scatter([100 * w["test_forget"]], [100 * w["test_retain"]], marker=shapes[fam], s=60 if fam == "none" else 36,
+                       color=colours(k % 10), edgecolors="black" if fam == "none" else "none", linewidths=0.7, zorder=3,
+                       label=method if fam == families[0] else None)
+    for fam in families:  # the family legend: shapes in black
+        ax.scatter([], [], marker=shapes[fam], color="black", s=30, label=f"family: {fam}")
+    ax.scatter([], [], marker="x", color="grey", s=30, label="base model")
+    ax.set_xlabel("test-forget accuracy (%, lower is better)")
+    ax.set_ylabel("test-retain accuracy (%, higher is better)")
+    ax.grid(alpha=0.25)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), framealpha=0.9)
+    ax.set_title(title or "Forget / retain under each attack family", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def sweep_plot(cells: Sequence[Cell], param: str, path: str | Path, xlabel: str | None = None) -> Path:
     """Accuracy on each split as ``param`` varies (e.g. the prompt length p, the paper's Figure 2)."""
     plt = _plt()
