@@ -29,8 +29,11 @@ def gen_server(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("gen-serving")
     data = pg.prepare(_config(root / "data", "unused"))
-    # a tiny random model whose vocabulary holds the QA data's words (the shared one turns most of them into <unk>)
-    corpus = default_corpus() + [str(v) for _, df in data for col in ("question", "answer") if col in df for v in df[col]] + ["I don't know."]
+    # a tiny random model whose vocabulary holds the QA data's words (the shared one turns most of them into <unk>);
+    # the general-knowledge set stays out: a larger vocabulary flattens this random model's logits so far that a
+    # 20-epoch prompt no longer changes its greedy text (which the checks below need)
+    corpus = default_corpus() + [str(v) for name, df in data if name != "general" for col in ("question", "answer") if col in df
+                                 for v in df[col]] + ["I don't know."]
     tiny_model_dir = build_tiny_llama(root / "llama", corpus=corpus)
     spul_cfg = _config(root / "spul", tiny_model_dir, unlearn={"learning_rate": 1e-1, "num_epochs": 20}, task={"refusals": ["I don't know."]})
     spul_artifact = pg.unlearn(spul_cfg, data, str(tiny_model_dir))
