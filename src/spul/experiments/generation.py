@@ -34,8 +34,8 @@ from spul.data.tasks import GenerationTaskConfig
 from spul.errors import ConfigError
 from spul.experiments.config import MethodSpec
 from spul.experiments.measure import measure
-from spul.experiments.runner import Cell, ExperimentOutcome, plan_cells, run_cells, shard_cells
-from spul.io import read_json, sha256_text, write_text
+from spul.experiments.runner import Cell, ExperimentOutcome, cached_cell, plan_cells, run_cells, shard_cells
+from spul.io import sha256_text, write_text
 from spul.methods.finetune.config import FinetuneConfig
 from spul.models.config import ModelConfig
 from spul.run_config_generation import GenerationEvaluation, GenerationRunConfig
@@ -154,21 +154,16 @@ class GenerationExperimentRunner:
                 repr(self.cfg.general_retain), repr(to_dict(self.cfg.evaluation))]
 
     def _key(self, cell: Cell) -> str:
-        settings = to_dict(cell.spec.method_config(cell.params))
+        from spul.resume import stable_settings
+
+        settings = stable_settings(to_dict(cell.spec.method_config(cell.params)))  # settings added later, while off, keep old keys
         return sha256_text(cell.spec.method, repr(settings), *self._shared_key())[:20]
 
     def cell_path(self, cell_id: str) -> Path:
         return self.out / "cells" / f"{cell_id}.json"
 
     def cached(self, cell: Cell) -> dict[str, Any] | None:
-        path = self.cell_path(cell.id)
-        if not path.is_file():
-            return None
-        try:
-            record = read_json(path)
-        except ValueError:
-            return None  # a damaged cell file is recomputed
-        return record if record.get("key") == self._key(cell) else None
+        return cached_cell(self.cell_path(cell.id), lambda: self._key(cell))
 
     # -- one cell -------------------------------------------------------------------------------------------
     def compute(self, cell: Cell) -> dict[str, Any]:

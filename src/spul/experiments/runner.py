@@ -84,6 +84,18 @@ def shard_cells(cells: list, index: int, count: int) -> list:
     return [cell for j, cell in enumerate(cells) if j % count == index]
 
 
+def cached_cell(path: Path, key: Callable[[], str]) -> dict[str, Any] | None:
+    """The cell record at ``path`` when its ``key`` matches ``key()`` (computed only when the file exists); None for a
+    missing, damaged or stale file, so the cell is recomputed. Shared by the label and the generative runners."""
+    if not path.is_file():
+        return None
+    try:
+        record = read_json(path)
+    except ValueError:
+        return None  # a damaged cell file is recomputed
+    return record if record.get("key") == key() else None
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^0-9A-Za-z.=-]+", "_", text).strip("_").lower()
 
@@ -152,14 +164,7 @@ class ExperimentRunner:
         return self.out / "cells" / f"{cell_id}.json"
 
     def cached(self, cell: Cell) -> dict[str, Any] | None:
-        path = self.cell_path(cell.id)
-        if not path.is_file():
-            return None
-        try:
-            record = read_json(path)
-        except ValueError:
-            return None  # a damaged cell file is recomputed
-        return record if record.get("key") == self._key(cell) else None
+        return cached_cell(self.cell_path(cell.id), lambda: self._key(cell))
 
     # -- cells ----------------------------------------------------------------------------------------------
     def reference_cells(self) -> list[Cell]:
