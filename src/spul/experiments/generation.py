@@ -28,13 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from spul.configuration import dump_yaml, to_dict
+from spul.configuration import to_dict
 from spul.data.generative_sources import GenerationDataConfig
 from spul.data.tasks import GenerationTaskConfig
 from spul.errors import ConfigError
 from spul.experiments.config import MethodSpec
 from spul.experiments.measure import measure
-from spul.experiments.runner import Cell, ExperimentOutcome, cached_cell, plan_cells, run_cells, shard_cells
+from spul.experiments.runner import Cell, ExperimentOutcome, cached_cell, plan_cells, run_share
 from spul.io import sha256_text, write_text
 from spul.methods.finetune.config import FinetuneConfig
 from spul.models.config import ModelConfig
@@ -191,21 +191,8 @@ class GenerationExperimentRunner:
     def run(self, shard: tuple[int, int] | None = None, shared_only: bool = False) -> ExperimentOutcome:
         """Every cell, then the report; ``shard=(I, N)`` computes only shard I's cells (no report), ``shared_only``
         only the data and the two reference models."""
-        self.out.mkdir(parents=True, exist_ok=True)
-        if shard is None or shard[0] == 0:
-            write_text(self.out / "config.yaml", dump_yaml(self.cfg))
-        self.shared()
-        outcome = ExperimentOutcome(cells=[], output_dir=self.out, shard=shard)
-        cells = plan_cells(self.cfg)
-        if shared_only:
-            outcome.others = [c.id for c in cells]
-            return outcome
-        if shard is not None:
-            mine = shard_cells(cells, *shard)
-            outcome.others = [c.id for c in cells if c.id not in {m.id for m in mine}]
-            cells = mine
-        run_cells(self, cells, outcome)
-        if shard is None:
+        outcome = run_share(self, lambda: plan_cells(self.cfg), shard, shared_only)
+        if shard is None and not shared_only:
             self.write_outputs(outcome)
         return outcome
 

@@ -238,21 +238,8 @@ class ExperimentRunner:
         """Every cell, then the report. ``shard=(I, N)``: only shard I's cells (``shard_cells``), no report; a later
         run without a shard reads all cell files back (same keys) and writes the report. ``shared_only``: only
         the steps every cell shares (data, fine-tune), to run once before an array of shards."""
-        self.out.mkdir(parents=True, exist_ok=True)
-        if shard is None or shard[0] == 0:
-            write_text(self.out / "config.yaml", dump_yaml(self.cfg))
-        self.shared()
-        outcome = ExperimentOutcome(cells=[], output_dir=self.out, shard=shard)
-        cells = self.reference_cells() + plan_cells(self.cfg)
-        if shared_only:
-            outcome.others = [c.id for c in cells]
-            return outcome
-        if shard is not None:
-            mine = shard_cells(cells, *shard)
-            outcome.others = [c.id for c in cells if c.id not in {m.id for m in mine}]
-            cells = mine
-        run_cells(self, cells, outcome)
-        if shard is not None:
+        outcome = run_share(self, lambda: self.reference_cells() + plan_cells(self.cfg), shard, shared_only)
+        if shard is not None or shared_only:
             return outcome  # the report needs every cell: a run without --shard merges them
         mark_selected(outcome.cells, self.cfg.selection.max_retain_drop)
         self.write_outputs(outcome)
@@ -298,6 +285,27 @@ class ExperimentRunner:
             return tsne_figure(model, encoder, data, self.out / "figures" / "tsne.png", title=cell["name"], vectors=intervention.vectors,
                                model_key=model_key, prompt_key=intervention.identity)
         return None
+
+
+def run_share(runner, plan: Callable[[], list[Cell]], shard: tuple[int, int] | None, shared_only: bool) -> ExperimentOutcome:
+    """What every run of an experiment does before its report (label and generative runners): write the config (first
+    shard only), run the shared steps, then this shard's cells of ``plan()`` (all of them without a shard; none with
+    ``shared_only``), each read back or computed by ``run_cells``. ``outcome.others`` lists the cells left to others."""
+    runner.out.mkdir(parents=True, exist_ok=True)
+    if shard is None or shard[0] == 0:
+        write_text(runner.out / "config.yaml", dump_yaml(runner.cfg))
+    runner.shared()
+    outcome = ExperimentOutcome(cells=[], output_dir=runner.out, shard=shard)
+    cells = plan()
+    if shared_only:
+        outcome.others = [c.id for c in cells]
+        return outcome
+    if shard is not None:
+        mine = shard_cells(cells, *shard)
+        outcome.others = [c.id for c in cells if c.id not in {m.id for m in mine}]
+        cells = mine
+    run_cells(runner, cells, outcome)
+    return outcome
 
 
 def run_cells(runner, cells: list[Cell], outcome: ExperimentOutcome) -> None:
