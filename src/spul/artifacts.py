@@ -18,6 +18,7 @@ from spul import __version__
 from spul.configuration import from_dict
 from spul.data.tasks import TaskConfig
 from spul.errors import ArtifactError
+from spul.resume import artifact_is_current
 from spul.io import atomic_dir, read_json, sha256_text, write_json, write_text
 
 METADATA = "spul.json"
@@ -154,6 +155,17 @@ def write_model_card(folder: str | Path, results_table: str | None = None) -> Pa
     """(Re)write the artifact's README.md, e.g. once evaluation results exist."""
     folder = Path(folder)
     return write_text(folder / CARD, model_card(read_metadata(folder), results_table))
+
+
+def is_current_artifact(folder: str | Path, inputs: dict[str, Any]) -> bool:
+    """Whether ``folder`` holds a complete artifact made from ``inputs`` (its resume key matches), so re-running would
+    change nothing; a missing, unreadable or older artifact is not current (it is made again)."""
+    if not (Path(folder) / METADATA).is_file():
+        return False
+    try:
+        return artifact_is_current(read_metadata(folder), inputs)
+    except Exception:  # noqa: BLE001 - an unreadable old artifact is re-made
+        return False
 
 
 def read_metadata(folder: str | Path) -> dict[str, Any]:

@@ -74,20 +74,16 @@ def train_eco_generative(model, tokenizer, encoder: GenerationEncoder, data, ecf
     model, a function that loads it (called only when the search runs) or None. ``embedder`` (texts → vectors)
     overrides the classifier's sentence encoder."""
     from spul import resume as resume_keys
-    from spul.artifacts import read_metadata, save_artifact
+    from spul.artifacts import is_current_artifact, save_artifact
     from spul.interventions.corruption import USES_SIGMA
     from spul.methods.eco.classifier import error_rates, train_classifier
     from spul.methods.eco.optimize import zo_minimize
     from spul.models.loading import weights_fingerprint
 
     artifact_dir = Path(artifact_dir)
-    if resume and (artifact_dir / "spul.json").is_file():
-        try:
-            if resume_keys.artifact_is_current(read_metadata(artifact_dir), inputs):
-                log.info("generative ECO artifact is up to date: %s", artifact_dir)
-                return artifact_dir
-        except Exception:  # noqa: BLE001 - an unreadable old artifact is re-made
-            pass
+    if resume and is_current_artifact(artifact_dir, inputs):
+        log.info("generative ECO artifact is up to date: %s", artifact_dir)
+        return artifact_dir
     forget_q = data["forget"]["question"].astype(str).tolist()
     retain_q = data["retain"]["question"].astype(str).tolist()
     started = time.time()

@@ -76,7 +76,7 @@ def train_spul_generative(model_cfg: ModelConfig, examples: list[EncodedExample]
     from transformers.trainer_utils import get_last_checkpoint
 
     from spul import resume as resume_keys
-    from spul.artifacts import read_metadata, save_artifact
+    from spul.artifacts import is_current_artifact, save_artifact
     from spul.methods.spul.method import _forget_wrapper
     from spul.methods.spul.trainer import SpulTrainer
     from spul.methods.training import AnswerCollator, AnswerDataset
@@ -84,13 +84,9 @@ def train_spul_generative(model_cfg: ModelConfig, examples: list[EncodedExample]
     from spul.models.soft_prompt import add_soft_prompt, count_trainable
 
     artifact_dir, work_dir = Path(artifact_dir), Path(work_dir)
-    if resume and (artifact_dir / "spul.json").is_file():
-        try:
-            if resume_keys.artifact_is_current(read_metadata(artifact_dir), inputs):
-                log.info("generative SPUL artifact is up to date: %s", artifact_dir)
-                return artifact_dir
-        except Exception:  # noqa: BLE001 - an unreadable old artifact is re-trained
-            pass
+    if resume and is_current_artifact(artifact_dir, inputs):
+        log.info("generative SPUL artifact is up to date: %s", artifact_dir)
+        return artifact_dir
     model, tokenizer = model_and_tokenizer or load_model(model_cfg)
     device = resolve_device(model_cfg.device)
     peft_model = add_soft_prompt(model, ucfg.prompt_encoder, ucfg.prompt_length, ucfg.prompt_init, tokenizer=tokenizer,

@@ -97,7 +97,7 @@ def train_weights_generative(model_cfg: ModelConfig, name: str, data, encoder_fo
     from transformers import TrainingArguments
 
     from spul import resume as resume_keys
-    from spul.artifacts import read_metadata, save_artifact
+    from spul.artifacts import is_current_artifact, save_artifact
     from spul.methods.baselines.config import Tuning
     from spul.methods.baselines.trainer import WeightTrainer
     from spul.methods.training import AnswerCollator, AnswerDataset
@@ -108,13 +108,9 @@ def train_weights_generative(model_cfg: ModelConfig, name: str, data, encoder_fo
     if cfg.tuning is not Tuning.LORA:
         raise ConfigError(f"unlearn.tuning={cfg.tuning.value} on generation is not supported", "use unlearn.tuning=lora")
     artifact_dir = Path(artifact_dir)
-    if resume and (artifact_dir / "spul.json").is_file():
-        try:
-            if resume_keys.artifact_is_current(read_metadata(artifact_dir), inputs):
-                log.info("generative %s artifact is up to date: %s", name, artifact_dir)
-                return artifact_dir
-        except Exception:  # noqa: BLE001 - an unreadable old artifact is re-trained
-            pass
+    if resume and is_current_artifact(artifact_dir, inputs):
+        log.info("generative %s artifact is up to date: %s", name, artifact_dir)
+        return artifact_dir
     model, tokenizer = model_and_tokenizer or load_model(model_cfg)
     fingerprint = weights_fingerprint(model)
     extra: dict[str, Any] = {}
